@@ -1,0 +1,47 @@
+# Shared build settings and the helper that keeps every module target uniform.
+
+add_library(umdev_warnings INTERFACE)
+add_library(umdev::warnings ALIAS umdev_warnings)
+target_compile_options(umdev_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+  -Wcast-align -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+  $<$<BOOL:${UMDEV_WERROR}>:-Werror>)
+
+if(UMDEV_SANITIZE STREQUAL "address")
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+elseif(UMDEV_SANITIZE STREQUAL "thread")
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(NOT UMDEV_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "UMDEV_SANITIZE must be '', 'address' or 'thread'")
+endif()
+
+# umdev_library(NAME SRCS ... DEPS ... PRIVATE_DEPS ...)
+# A module: public headers under include/umdev/NAME/, private sources in src/.
+# Other modules see only include/; src/ is a PRIVATE include directory.
+function(umdev_library name)
+  cmake_parse_arguments(A "" "" "SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(umdev_${name} STATIC ${A_SRCS})
+  add_library(umdev::${name} ALIAS umdev_${name})
+  target_include_directories(umdev_${name}
+    PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_link_libraries(umdev_${name} PUBLIC ${A_DEPS}
+                        PRIVATE ${A_PRIVATE_DEPS} umdev::warnings)
+endfunction()
+
+# umdev_test(NAME SRCS ... DEPS ... LABELS ...)
+# One GoogleTest executable registered with CTest; LABELS select the passes:
+#   unit         run again under ASan+UBSan
+#   concurrency  run again under TSan
+#   integration  regular build only (daemon, CLI, real processes)
+function(umdev_test name)
+  cmake_parse_arguments(A "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${A_SRCS})
+  target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gmock GTest::gtest_main
+                        umdev::warnings)
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
+                       PROPERTIES LABELS "${A_LABELS}" TIMEOUT 300)
+endfunction()
