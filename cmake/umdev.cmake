@@ -4,7 +4,7 @@ add_library(umdev_warnings INTERFACE)
 add_library(umdev::warnings ALIAS umdev_warnings)
 target_compile_options(umdev_warnings INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
-  -Wcast-align -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+  -Wcast-align -Woverloaded-virtual -Wno-missing-field-initializers -Wnull-dereference -Wimplicit-fallthrough
   $<$<BOOL:${UMDEV_WERROR}>:-Werror>)
 
 if(UMDEV_SANITIZE STREQUAL "address")

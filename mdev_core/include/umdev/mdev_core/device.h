@@ -1,0 +1,151 @@
+// Device and DeviceFile: the core's side of one mdev instance (kernel:
+// vfio_device) and a user's open handle on it (a device fd).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "umdev/common/error.h"
+#include "umdev/common/mutex.h"
+#include "umdev/common/uuid.h"
+#include "umdev/mdev_core/container.h"
+#include "umdev/mdev_core/device_ops.h"
+#include "umdev/mdev_core/dma_access.h"
+
+namespace umdev {
+
+class DeviceFile;
+class Group;
+
+// Owns the vendor's DeviceOps and mediates every call to it: user calls run
+// only while the device is registered, DMA goes to the backend of whoever has
+// it open, and removal waits for users (asking them to let go) before the
+// vendor object is destroyed. Thread-safe.
+class Device final : public DmaAccess, private DmaUnmapListener,
+                     public std::enable_shared_from_this<Device> {
+ public:
+  explicit Device(Uuid uuid) : uuid_(uuid) {}
+  ~Device() override;
+
+  const Uuid& uuid() const { return uuid_; }
+  // The name VFIO_GROUP_GET_DEVICE_FD matches: the UUID string.
+  std::string name() const { return uuid_.ToString(); }
+
+  // Installs the vendor object after Probe(). A device that pins pages must
+  // have a dma_unmap listener; the core cannot tell in advance, so every
+  // device without one is refused DMA pins (EINVAL) at PinPages().
+  void Bind(std::unique_ptr<DeviceOps> ops) UMDEV_EXCLUDES(mu_);
+
+  // Removal. Refuses new opens, asks open users to release (DeviceOps::Request,
+  // about every |slice|) for at most |bound|, then revokes their handles
+  // (their calls fail with ENODEV), waits for calls in flight, closes the
+  // device on their behalf and destroys the vendor object. Never returns
+  // while a vendor call is running.
+  void Unregister(std::chrono::milliseconds bound, std::chrono::milliseconds slice)
+      UMDEV_EXCLUDES(mu_);
+
+  bool is_open() const UMDEV_EXCLUDES(mu_);
+  // Set when the backend revoked this device's pins; cleared by a reset.
+  bool is_broken() const UMDEV_EXCLUDES(mu_);
+
+  // DmaAccess, for the vendor.
+  Result<std::vector<void*>> PinPages(uint64_t iova, int npage, uint32_t prot) override;
+  void UnpinPages(uint64_t iova, int npage) override;
+  Result<void> DmaRead(uint64_t iova, std::span<std::byte> out) override;
+  Result<void> DmaWrite(uint64_t iova, std::span<const std::byte> data) override;
+
+ private:
+  friend class DeviceFile;
+  friend class Group;
+  friend class GroupFile;
+  friend Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(
+      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&);
+
+  // A user opens the device with |iommu| as its DMA target. First open calls
+  // DeviceOps::Open() and attaches the dma_unmap listener.
+  // Errors: ENODEV removed or being removed; EBUSY open with another backend;
+  // the vendor's Open() errors.
+  // Returns the generation the new handle belongs to.
+  Result<uint64_t> OpenFor(std::shared_ptr<IommuBackend> iommu) UMDEV_EXCLUDES(mu_);
+  void CloseFor(uint64_t generation) UMDEV_EXCLUDES(mu_);
+  bool is_removing() const UMDEV_EXCLUDES(mu_);
+  // Runs |fn| on the vendor object for a handle of |generation|. Errors:
+  // ENODEV revoked or removed; EIO broken (pins revoked) unless |allow_broken|.
+  Result<void> Call(uint64_t generation, const std::function<Result<void>(DeviceOps&)>& fn,
+                    bool allow_broken = false) UMDEV_EXCLUDES(mu_);
+  // Last close: DeviceOps::Close() and listener detach, run without mu_.
+  void CloseDevice(DeviceOps& ops, const std::shared_ptr<IommuBackend>& iommu,
+                   bool has_listener) UMDEV_EXCLUDES(mu_);
+  void WaitIdleLocked() UMDEV_REQUIRES(mu_);
+
+  // DmaUnmapListener, forwarding to the vendor's.
+  void OnDmaUnmap(uint64_t iova, uint64_t size) override;
+  void OnPinsRevoked(uint64_t iova, uint64_t size) override;
+
+  const Uuid uuid_;
+  mutable Mutex mu_;
+  CondVar changed_;
+  std::unique_ptr<DeviceOps> ops_ UMDEV_GUARDED_BY(mu_);
+  DmaUnmapListener* vendor_listener_ UMDEV_GUARDED_BY(mu_) = nullptr;  // Owned by ops_.
+  std::shared_ptr<IommuBackend> iommu_ UMDEV_GUARDED_BY(mu_);  // Set while open.
+  unsigned open_count_ UMDEV_GUARDED_BY(mu_) = 0;
+  unsigned calls_in_flight_ UMDEV_GUARDED_BY(mu_) = 0;
+  // Bumped at each revocation so handles from before it know they are stale.
+  uint64_t generation_ UMDEV_GUARDED_BY(mu_) = 0;
+  // An Open() or Close() of the vendor object is running; opens wait.
+  bool transition_ UMDEV_GUARDED_BY(mu_) = false;
+  bool removing_ UMDEV_GUARDED_BY(mu_) = false;
+  bool broken_ UMDEV_GUARDED_BY(mu_) = false;
+};
+
+// An open device (a device fd). Closing it (destruction) is the last-close
+// when it is the last one. Thread-safe.
+class DeviceFile {
+ public:
+  ~DeviceFile();
+  DeviceFile(const DeviceFile&) = delete;
+  DeviceFile& operator=(const DeviceFile&) = delete;
+
+  Device& device() const { return *device_; }
+
+  // The VFIO device ioctls. Errors: ENODEV the device was removed under this
+  // handle; EIO the device is broken; EINVAL bad index, or an IrqSet that
+  // does not fit the IRQ's info; the vendor's own.
+  Result<DeviceInfo> GetInfo();
+  Result<RegionInfo> GetRegionInfo(uint32_t index);
+  Result<size_t> RegionRead(uint32_t index, uint64_t offset, std::span<std::byte> out);
+  Result<size_t> RegionWrite(uint32_t index, uint64_t offset, std::span<const std::byte> data);
+  Result<IrqInfo> GetIrqInfo(uint32_t index);
+  Result<void> SetIrqs(IrqSet& set);
+  Result<void> Reset();
+  // The backend this handle's DMA goes to.
+  IommuBackend& iommu() const { return *iommu_; }
+
+ private:
+  friend class GroupFile;
+  friend Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(
+      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&);
+  // |keepalive| is what must outlive the handle: the group file, or the
+  // address space of a cdev open.
+  DeviceFile(std::shared_ptr<Device> device, std::shared_ptr<IommuBackend> iommu,
+             std::shared_ptr<void> keepalive, uint64_t generation,
+             std::function<void()> on_close);
+
+  std::shared_ptr<Device> device_;
+  std::shared_ptr<IommuBackend> iommu_;
+  std::shared_ptr<void> keepalive_;
+  uint64_t generation_;
+  std::function<void()> on_close_;
+};
+
+// The device-centric path (kernel: /dev/vfio/devices/vfioN, BIND_IOMMUFD and
+// ATTACH_IOMMUFD_PT in one step): opens the device of |group| (an emulated
+// group has exactly one) with DMA into |space|, bypassing the group file.
+// Errors: EBUSY the group is open through the group path; ENODEV removed;
+// the vendor's Open() errors.
+Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(const std::shared_ptr<Group>& group,
+                                                   const std::shared_ptr<AddressSpace>& space);
+
+}  // namespace umdev

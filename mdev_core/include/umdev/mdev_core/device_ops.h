@@ -1,0 +1,133 @@
+// DeviceOps: what a vendor driver implements for one mdev instance (kernel:
+// vfio_device_ops), plus the optional migration and dirty-log capabilities.
+#pragma once
+
+#include <linux/vfio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "umdev/common/error.h"
+#include "umdev/common/unique_fd.h"
+#include "umdev/mdev_core/dma.h"
+
+namespace umdev {
+
+// VFIO_DEVICE_GET_INFO.
+struct DeviceInfo {
+  uint32_t flags = VFIO_DEVICE_FLAGS_PCI;  // VFIO_DEVICE_FLAGS_*
+  uint32_t num_regions = VFIO_PCI_NUM_REGIONS;
+  uint32_t num_irqs = VFIO_PCI_NUM_IRQS;
+};
+
+// One area of a region that the user may mmap (VFIO_REGION_INFO_CAP_SPARSE_MMAP).
+struct SparseMmapArea {
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+// VFIO_REGION_INFO_CAP_TYPE.
+struct RegionType {
+  uint32_t type = 0;
+  uint32_t subtype = 0;
+};
+
+// VFIO_DEVICE_GET_REGION_INFO, before encoding (see region_info.h).
+struct RegionInfo {
+  uint32_t flags = 0;  // VFIO_REGION_INFO_FLAG_{READ,WRITE,MMAP}; CAPS is set by encoding.
+  uint64_t size = 0;
+  std::vector<SparseMmapArea> sparse_mmap;  // Empty: no sparse-mmap capability.
+  std::optional<RegionType> type;           // Empty: no type capability.
+  // Backing for MMAP areas, borrowed from the device for the reply; -1 if none.
+  int mmap_fd = -1;
+  uint64_t mmap_offset = 0;  // Offset of the region inside |mmap_fd|.
+};
+
+// VFIO_DEVICE_GET_IRQ_INFO.
+struct IrqInfo {
+  uint32_t flags = 0;  // VFIO_IRQ_INFO_*
+  uint32_t count = 0;
+};
+
+// VFIO_DEVICE_SET_IRQS, validated by the core against the device's IrqInfo
+// (see ValidateSetIrqs in irq_set.h) before the device sees it.
+struct IrqSet {
+  uint32_t flags = 0;  // One VFIO_IRQ_SET_DATA_* and one VFIO_IRQ_SET_ACTION_*.
+  uint32_t index = 0;
+  uint32_t start = 0;
+  uint32_t count = 0;
+  std::vector<uint8_t> bools;  // DATA_BOOL: |count| entries.
+  std::vector<UniqueFd> fds;   // DATA_EVENTFD: |count| entries; invalid = de-assign.
+};
+
+// VFIO migration v2 (VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE and the data stream).
+// Thread-safe. The core computes the path through intermediate states; the
+// device implements single arcs only.
+class MigrationOps {
+ public:
+  virtual ~MigrationOps() = default;
+  virtual uint64_t flags() const = 0;  // VFIO_MIGRATION_{STOP_COPY,P2P,PRE_COPY}
+  virtual vfio_device_mig_state GetState() = 0;
+  // One arc of the state machine. Errors put the device in ERROR (kernel).
+  virtual Result<void> SetState(vfio_device_mig_state next) = 0;
+  virtual Result<uint64_t> GetDataSize() = 0;
+  // The saving side's stream; 0 bytes at its end.
+  virtual Result<size_t> ReadData(std::span<std::byte> out) = 0;
+  // The resuming side's stream.
+  virtual Result<size_t> WriteData(std::span<const std::byte> data) = 0;
+};
+
+// Device DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_*). Thread-safe.
+class DirtyLogOps {
+ public:
+  virtual ~DirtyLogOps() = default;
+  virtual Result<void> Start(std::span<const SparseMmapArea> ranges, uint64_t page_size) = 0;
+  virtual Result<void> Stop() = 0;
+  virtual Result<std::vector<uint64_t>> ReadAndClear(uint64_t iova, uint64_t size,
+                                                     uint64_t page_size) = 0;
+};
+
+// The vendor's device. Thread-safe: the transport serving the device and the
+// sysfs tree may call concurrently; the core never holds one of its locks
+// while calling in. Destroying the object is the vendor's remove().
+class DeviceOps {
+ public:
+  virtual ~DeviceOps() = default;
+
+  // First open and last close of the device by a user (kernel open_device /
+  // close_device). Close() must release everything the user set up: eventfds,
+  // pins, migration streams.
+  virtual Result<void> Open() { return {}; }
+  virtual void Close() {}
+
+  virtual DeviceInfo GetInfo() = 0;
+  // Errors: EINVAL index out of range.
+  virtual Result<RegionInfo> GetRegionInfo(uint32_t index) = 0;
+  // Returns the bytes done. Errors: EINVAL bad index/offset/size; the
+  // device's own (e.g. EIO on a broken device).
+  virtual Result<size_t> RegionRead(uint32_t index, uint64_t offset, std::span<std::byte> out) = 0;
+  virtual Result<size_t> RegionWrite(uint32_t index, uint64_t offset,
+                                     std::span<const std::byte> data) = 0;
+  // Errors: EINVAL index out of range.
+  virtual Result<IrqInfo> GetIrqInfo(uint32_t index) = 0;
+  // |set| is already validated against GetIrqInfo(set.index). The device
+  // takes ownership of the eventfds it keeps.
+  virtual Result<void> SetIrqs(IrqSet& set) = 0;
+  virtual Result<void> Reset() = 0;
+
+  // The core asks the user to release the device so it can be removed
+  // (kernel vfio_device_ops.request): signal the REQ interrupt if one is set.
+  // |count| is how many times it has asked so far.
+  virtual void Request(unsigned count) { (void)count; }
+
+  // Optional capabilities; null when absent. A device that pins guest pages
+  // must return its listener, or the core refuses to register it (EINVAL).
+  virtual DmaUnmapListener* dma_unmap_listener() { return nullptr; }
+  virtual MigrationOps* migration() { return nullptr; }
+  virtual DirtyLogOps* dirty_log() { return nullptr; }
+};
+
+}  // namespace umdev

@@ -1,0 +1,109 @@
+// Group, GroupFile and ExternalGroupRef: the IOMMU group of one emulated
+// device (kernel: group.c), its open file, and the external-user API.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "umdev/common/error.h"
+#include "umdev/common/mutex.h"
+#include "umdev/mdev_core/container.h"
+#include "umdev/mdev_core/device.h"
+
+namespace umdev {
+
+class GroupFile;
+class ExternalGroupRef;
+
+// One per mdev, as vfio_register_emulated_iommu_dev() makes. Thread-safe.
+//
+// container_users_ counts what keeps the group in its container (kernel
+// container_users): 1 for the group file's SET_CONTAINER, 1 per open device,
+// 1 per external user. At 0 the group leaves the container.
+class Group : public std::enable_shared_from_this<Group> {
+ public:
+  Group(unsigned id, std::shared_ptr<Device> device) : id_(id), device_(std::move(device)) {}
+  ~Group();
+
+  unsigned id() const { return id_; }
+  const std::shared_ptr<Device>& device() const { return device_; }
+
+  // Opens /dev/vfio/<id>. Errors: EBUSY already open, or the device is open
+  // through the cdev path; ENODEV the device is being removed.
+  Result<std::shared_ptr<GroupFile>> Open() UMDEV_EXCLUDES(mu_);
+
+  bool is_open() const UMDEV_EXCLUDES(mu_);
+  std::shared_ptr<Container> container() const UMDEV_EXCLUDES(mu_);
+
+ private:
+  friend class GroupFile;
+  friend class ExternalGroupRef;
+  friend Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(
+      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&);
+
+  void ReleaseUserLocked() UMDEV_REQUIRES(mu_);
+  void CloseFile() UMDEV_EXCLUDES(mu_);
+
+  const unsigned id_;
+  const std::shared_ptr<Device> device_;
+  mutable Mutex mu_;
+  bool file_open_ UMDEV_GUARDED_BY(mu_) = false;
+  unsigned cdev_opens_ UMDEV_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<Container> container_ UMDEV_GUARDED_BY(mu_);
+  unsigned container_users_ UMDEV_GUARDED_BY(mu_) = 0;
+};
+
+// An open group (a /dev/vfio/<id> fd). Device files keep it alive, so it is
+// released only after they close. Thread-safe.
+class GroupFile : public std::enable_shared_from_this<GroupFile> {
+ public:
+  explicit GroupFile(std::shared_ptr<Group> group) : group_(std::move(group)) {}
+  ~GroupFile();
+  GroupFile(const GroupFile&) = delete;
+  GroupFile& operator=(const GroupFile&) = delete;
+
+  Group& group() const { return *group_; }
+
+  // VFIO_GROUP_GET_STATUS: VFIO_GROUP_FLAGS_VIABLE | _CONTAINER_SET.
+  uint32_t GetStatus() const;
+  // VFIO_GROUP_SET_CONTAINER. Errors: EINVAL already in a container or null.
+  Result<void> SetContainer(std::shared_ptr<Container> container);
+  // VFIO_GROUP_UNSET_CONTAINER. Errors: EINVAL not in a container; EBUSY a
+  // device is open or an external user holds the group.
+  Result<void> UnsetContainer();
+  // VFIO_GROUP_GET_DEVICE_FD. Errors: EINVAL the container has no IOMMU
+  // backend; ENODEV no device of that name; those of opening the device.
+  Result<std::unique_ptr<DeviceFile>> GetDeviceFd(std::string_view name);
+
+ private:
+  std::shared_ptr<Group> group_;
+};
+
+// A holder such as KVM keeping a group in use (kernel external-user API:
+// vfio_group_get_external_user / _put_ / vfio_external_user_iommu_id /
+// vfio_external_group_match_file). While it lives, the group stays in its
+// container, the container keeps its backend, and UNSET_CONTAINER is EBUSY.
+// Thread-safe.
+class ExternalGroupRef {
+ public:
+  // Errors: EINVAL the group is not viable, has no container, or the
+  // container has no IOMMU backend.
+  static Result<ExternalGroupRef> Get(const GroupFile& file);
+  ExternalGroupRef(ExternalGroupRef&& other) noexcept = default;
+  ExternalGroupRef& operator=(ExternalGroupRef&& other) noexcept;
+  ~ExternalGroupRef() { Put(); }
+
+  unsigned iommu_group_id() const { return group_->id(); }
+  bool MatchesFile(const GroupFile& file) const { return &file.group() == group_.get(); }
+  // The backend the holder may use; kept alive by this reference.
+  const std::shared_ptr<Container>& container() const { return container_; }
+  void Put();
+
+ private:
+  ExternalGroupRef(std::shared_ptr<Group> group, std::shared_ptr<Container> container)
+      : group_(std::move(group)), container_(std::move(container)) {}
+  std::shared_ptr<Group> group_;
+  std::shared_ptr<Container> container_;
+};
+
+}  // namespace umdev

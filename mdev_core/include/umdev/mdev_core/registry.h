@@ -1,0 +1,132 @@
+// Registry: parents, their mdev types and instances (kernel mdev_core.c), and
+// the IOMMU backend kinds. The one source of truth the CLI and sysfs read.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "umdev/common/error.h"
+#include "umdev/common/mutex.h"
+#include "umdev/common/uuid.h"
+#include "umdev/mdev_core/group.h"
+#include "umdev/mdev_core/iommu_drivers.h"
+#include "umdev/mdev_core/parent_driver.h"
+
+namespace umdev {
+
+struct RegistryOptions {
+  // How long removal of an open device waits for its user to release it
+  // before revoking the user's access (the kernel waits forever).
+  std::chrono::milliseconds removal_bound{10000};
+  // How often the user is asked again (kernel: every 10 s).
+  std::chrono::milliseconds request_interval{1000};
+};
+
+struct MdevTypeStatus {
+  std::string id;  // "<driver>-<sysfs_name>", the sysfs directory name.
+  std::string name;
+  std::string description;
+  std::string device_api;
+  unsigned available_instances = 0;
+  std::vector<Uuid> devices;
+};
+
+struct ParentStatus {
+  std::string name;
+  std::vector<MdevTypeStatus> types;
+};
+
+struct MdevStatus {
+  Uuid uuid;
+  std::string parent;
+  std::string type_id;
+  unsigned iommu_group = 0;
+  bool open = false;
+};
+
+// Told of changes after they happen, with no registry lock held, on the
+// thread that made the change. Must not block for long.
+class RegistryObserver {
+ public:
+  virtual ~RegistryObserver() = default;
+  // The parent uevents (MDEV_STATE=registered / unregistered).
+  virtual void OnParentRegistered(const std::string& parent) { (void)parent; }
+  virtual void OnParentUnregistered(const std::string& parent) { (void)parent; }
+  virtual void OnMdevCreated(const MdevStatus& mdev) { (void)mdev; }
+  virtual void OnMdevRemoved(const MdevStatus& mdev) { (void)mdev; }
+};
+
+// Thread-safe. Vendor drivers are called with no registry lock held.
+class Registry {
+ public:
+  explicit Registry(RegistryOptions options = {});
+  // Unregisters every parent, removing their instances.
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  IommuDrivers& iommu_drivers() { return iommu_drivers_; }
+
+  // kernel mdev_register_parent. Errors: EINVAL null driver, empty name or
+  // device_api, no types, or a duplicate type name; EEXIST a parent of that
+  // name is registered.
+  Result<void> RegisterParent(std::shared_ptr<ParentDriver> driver) UMDEV_EXCLUDES(mu_);
+  // kernel mdev_unregister_parent: refuses new instances (ENODEV), waits for
+  // creations in progress, then removes every instance (no veto). Errors:
+  // ENODEV no such parent or already unregistering.
+  Result<void> UnregisterParent(std::string_view parent) UMDEV_EXCLUDES(mu_);
+
+  // Writing |uuid| to <parent>/mdev_supported_types/<type_id>/create.
+  // Errors: ENODEV unknown or unregistering parent, unknown type; EEXIST the
+  // UUID is in use under any parent; EUSERS the parent's shared counter is at
+  // 0; the vendor's probe errors, after which nothing of the instance remains.
+  Result<void> CreateMdev(std::string_view parent, std::string_view type_id, const Uuid& uuid)
+      UMDEV_EXCLUDES(mu_);
+  // Writing 1 to <uuid>/remove. Waits for the user as RegistryOptions says.
+  // Errors: ENODEV unknown, or its parent is unregistering; EAGAIN already
+  // being removed (or still being created).
+  Result<void> RemoveMdev(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
+
+  std::vector<ParentStatus> Parents() const UMDEV_EXCLUDES(mu_);
+  std::vector<MdevStatus> Mdevs() const UMDEV_EXCLUDES(mu_);
+  // Errors: ENODEV no active instance.
+  Result<MdevStatus> FindMdev(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
+  // The IOMMU group of an active instance (to Open(), or for the cdev path).
+  // Errors: ENODEV none.
+  Result<std::shared_ptr<Group>> FindGroup(unsigned group_id) const UMDEV_EXCLUDES(mu_);
+  Result<std::shared_ptr<Group>> FindGroupOf(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
+
+  // A new empty container whose SET_IOMMU chooses among iommu_drivers().
+  std::shared_ptr<Container> CreateContainer() { return std::make_shared<Container>(iommu_drivers_); }
+
+  // Not owned; must be removed before it is destroyed.
+  void AddObserver(RegistryObserver* observer) UMDEV_EXCLUDES(mu_);
+  void RemoveObserver(RegistryObserver* observer) UMDEV_EXCLUDES(mu_);
+
+ private:
+  struct Parent;
+  struct Mdev;
+
+  std::shared_ptr<Parent> FindParentLocked(std::string_view name) const UMDEV_REQUIRES(mu_);
+  MdevStatus StatusLocked(const Mdev& mdev) const UMDEV_REQUIRES(mu_);
+  unsigned AllocateGroupIdLocked() UMDEV_REQUIRES(mu_);
+  // Tears down an instance already marked as being removed.
+  void Teardown(const std::shared_ptr<Mdev>& mdev) UMDEV_EXCLUDES(mu_);
+  template <typename F>
+  void Notify(F&& f) UMDEV_EXCLUDES(mu_);
+
+  const RegistryOptions options_;
+  IommuDrivers iommu_drivers_;
+  mutable Mutex mu_;
+  CondVar changed_;
+  std::map<std::string, std::shared_ptr<Parent>, std::less<>> parents_ UMDEV_GUARDED_BY(mu_);
+  // Every instance of every parent: UUIDs are unique system-wide.
+  std::map<Uuid, std::shared_ptr<Mdev>> mdevs_ UMDEV_GUARDED_BY(mu_);
+  std::vector<RegistryObserver*> observers_ UMDEV_GUARDED_BY(mu_);
+};
+
+}  // namespace umdev
