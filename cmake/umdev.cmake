@@ -44,4 +44,12 @@ function(umdev_test name)
                         umdev::warnings)
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
                        PROPERTIES LABELS "${A_LABELS}" TIMEOUT 300)
+  # Aggregate targets per label (unit_tests, concurrency_tests, ...) let the
+  # sanitizer builds compile only the executables their pass runs.
+  foreach(label IN LISTS A_LABELS)
+    if(NOT TARGET ${label}_tests)
+      add_custom_target(${label}_tests)
+    endif()
+    add_dependencies(${label}_tests ${name})
+  endforeach()
 endfunction()

@@ -1,0 +1,45 @@
+# umdev: the two commands a newcomer needs (as root on Debian 12).
+#   make run   installs what is missing, builds, runs umdevd with the embedded config
+#   make test  installs what is missing, builds, runs every test, then the unit
+#              tests under ASan+UBSan and the concurrency tests under TSan
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+# ccache keeps its cache outside the repository, shared by all build trees.
+export CCACHE_DIR ?= $(HOME)/.cache/ccache
+CONFIGURE := cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DUMDEV_WERROR=ON
+CTEST := ctest -j$(JOBS) --output-on-failure --timeout 600
+
+.PHONY: all setup build run test test-regular test-asan test-tsan bench clean
+
+all: build
+
+setup:
+	bash scripts/setup
+
+build: setup
+	$(CONFIGURE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build -j$(JOBS)
+
+run: build
+	./build/tools/umdevd --state-dir ./.umdev
+
+test: test-regular test-asan test-tsan
+
+test-regular: build
+	cd build && $(CTEST)
+
+# Sanitizer passes build only the test executables their label selects.
+test-asan: setup
+	$(CONFIGURE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DUMDEV_SANITIZE=address \
+	  -DUMDEV_BUILD_BENCHMARKS=OFF
+	cmake --build build-asan -j$(JOBS) --target unit_tests
+	cd build-asan && $(CTEST) -L unit
+
+test-tsan: setup
+	$(CONFIGURE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUMDEV_SANITIZE=thread \
+	  -DUMDEV_BUILD_BENCHMARKS=OFF
+	cmake --build build-tsan -j$(JOBS) --target concurrency_tests
+	cd build-tsan && $(CTEST) -L concurrency
+
+clean:
+	rm -rf build build-asan build-tsan

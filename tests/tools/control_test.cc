@@ -1,0 +1,181 @@
+// The control protocol's handler and socket server, and the daemon config.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "fakes/test_parent.h"
+#include "umdev/control/client.h"
+#include "umdev/control/protocol.h"
+#include "umdev/control/server.h"
+#include "umdev/daemon/daemon.h"
+
+namespace umdev::control {
+namespace {
+
+using Json = nlohmann::json;
+using ::umdev::testing::TestParentDriver;
+
+constexpr const char* kUuid = "11111111-1111-4111-8111-111111111111";
+
+class HandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(registry_
+                    .RegisterParent(std::make_shared<TestParentDriver>(
+                        TestParentDriver::Options{.max_instances = 1}))
+                    .has_value());
+  }
+  Json Start(const std::string& uuid) {
+    return HandleRequest(registry_, {{"cmd", "start"}, {"parent", "test_parent"},
+                                     {"type", "test-a"}, {"uuid", uuid}});
+  }
+  Registry registry_;
+};
+
+TEST_F(HandlerTest, TypesListsParentsAndTypes) {
+  const Json reply = HandleRequest(registry_, {{"cmd", "types"}});
+  ASSERT_TRUE(reply["ok"].get<bool>());
+  EXPECT_EQ(reply["parents"][0]["name"], "test_parent");
+  EXPECT_EQ(reply["parents"][0]["types"][0]["id"], "test-a");
+  EXPECT_EQ(reply["parents"][0]["types"][0]["available_instances"], 1);
+}
+
+TEST_F(HandlerTest, StartListStop) {
+  EXPECT_EQ(Start(kUuid)["uuid"], kUuid);
+  const Json list = HandleRequest(registry_, {{"cmd", "list"}});
+  ASSERT_EQ(list["mdevs"].size(), 1u);
+  EXPECT_EQ(list["mdevs"][0]["type"], "test-a");
+  EXPECT_TRUE(HandleRequest(registry_, {{"cmd", "stop"}, {"uuid", kUuid}})["ok"].get<bool>());
+  EXPECT_TRUE(HandleRequest(registry_, {{"cmd", "list"}})["mdevs"].empty());
+}
+
+TEST_F(HandlerTest, ErrorsCarryTheKernelErrno) {
+  ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());
+  const Json again = Start(kUuid);
+  EXPECT_FALSE(again["ok"].get<bool>());
+  EXPECT_EQ(again["errno"], EEXIST);
+  EXPECT_EQ(again["errname"], "EEXIST");
+  EXPECT_EQ(Start("22222222-2222-4222-8222-222222222222")["errno"], EUSERS);
+  EXPECT_EQ(Start("not-a-uuid")["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "stop"}, {"uuid", "22222222-2222-4222-8222-222222222222"}})["errno"],
+            ENODEV);
+}
+
+TEST_F(HandlerTest, MalformedRequestsAreEinval) {
+  EXPECT_EQ(HandleRequest(registry_, Json::array())["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"command", "types"}})["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "reboot"}})["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "start"}, {"parent", 7}})["errno"], EINVAL);
+}
+
+TEST(ControlServerTest, SocketIsOwnerOnlyAndRemovedOnStop) {
+  Registry registry;
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-sock-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "control.sock").string();
+  ControlServer server(registry, path);
+  ASSERT_TRUE(server.Start().has_value());
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto client = ControlClient::Connect(path);
+  ASSERT_TRUE(client.has_value());
+  EXPECT_TRUE(client->Call({{"cmd", "list"}}).has_value());
+  auto failed = client->Call({{"cmd", "nope"}});
+  ASSERT_FALSE(failed.has_value());
+  EXPECT_EQ(failed.error().code, EINVAL);
+  server.Stop();
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_EQ(ControlClient::Connect(path).error().code, ENOENT);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ControlServerTest, InvalidJsonAndOverlongLinesGetErrorReplies) {
+  Registry registry;
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-bad-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "control.sock").string();
+  ControlServer server(registry, path);
+  ASSERT_TRUE(server.Start().has_value());
+  // Raw socket: the client library only sends valid JSON.
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string garbage = "{not json\n";
+  ASSERT_EQ(send(fd.get(), garbage.data(), garbage.size(), 0), static_cast<ssize_t>(garbage.size()));
+  char reply[512] = {};
+  ASSERT_GT(recv(fd.get(), reply, sizeof(reply) - 1, 0), 0);
+  EXPECT_EQ(Json::parse(reply)["errno"], EINVAL);
+  const std::string huge(kMaxLineBytes + 10, 'x');
+  (void)send(fd.get(), huge.data(), huge.size(), MSG_NOSIGNAL);
+  std::string rest;
+  char chunk[512];
+  for (ssize_t n; (n = recv(fd.get(), chunk, sizeof(chunk), 0)) > 0;) rest.append(chunk, n);
+  EXPECT_EQ(Json::parse(rest.substr(0, rest.find('\n')))["errno"], E2BIG);  // Then closed.
+  // The server keeps serving others.
+  EXPECT_TRUE(ControlClient::Connect(path)->Call({{"cmd", "types"}}).has_value());
+  server.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ConfigTest, DefaultConfigParses) {
+  auto config = daemon::ParseConfig(daemon::DefaultConfigText());
+  ASSERT_TRUE(config.has_value());
+  EXPECT_EQ(config->log_level, "info");
+  EXPECT_EQ(config->removal_timeout.count(), 10000);
+}
+
+TEST(ConfigTest, ParsesParentsAndLimits) {
+  auto config = daemon::ParseConfig(
+      R"({"parents":[{"driver":"test","name":"p0"}],"limits":{"removal_timeout_ms":250}})");
+  ASSERT_TRUE(config.has_value());
+  ASSERT_EQ(config->parents.size(), 1u);
+  EXPECT_EQ(config->parents[0]["name"], "p0");
+  EXPECT_EQ(config->removal_timeout.count(), 250);
+}
+
+TEST(ConfigTest, RejectsWhatItDoesNotKnow) {
+  EXPECT_EQ(daemon::ParseConfig("{").error().code, EINVAL);
+  EXPECT_EQ(daemon::ParseConfig("[]").error().code, EINVAL);
+  EXPECT_EQ(daemon::ParseConfig(R"({"colour":"blue"})").error().code, EINVAL);
+  EXPECT_EQ(daemon::ParseConfig(R"({"parents":[{"name":"x"}]})").error().code, EINVAL);
+  EXPECT_EQ(daemon::ParseConfig(R"({"limits":{"removal_timeout_ms":-1}})").error().code, EINVAL);
+  EXPECT_EQ(daemon::ParseConfig(R"({"limits":{"speed":1}})").error().code, EINVAL);
+}
+
+TEST(DaemonTest, UnknownParentDriverFailsStart) {
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-d-" + std::to_string(getpid()));
+  auto config = daemon::ParseConfig(R"({"parents":[{"driver":"warp"}]})").value();
+  daemon::Daemon d(daemon::Options{.state_dir = dir.string(), .config = config});
+  auto started = d.Start();
+  ASSERT_FALSE(started.has_value());
+  EXPECT_EQ(started.error().code, EINVAL);
+  d.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DaemonTest, SecondDaemonOnOneStateDirIsRefused) {
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-l-" + std::to_string(getpid()));
+  daemon::Daemon first(daemon::Options{.state_dir = dir.string(), .config = {}});
+  ASSERT_TRUE(first.Start().has_value());
+  daemon::Daemon second(daemon::Options{.state_dir = dir.string(), .config = {}});
+  EXPECT_EQ(second.Start().error().code, EWOULDBLOCK);
+  first.Stop();
+  daemon::Daemon third(daemon::Options{.state_dir = dir.string(), .config = {}});
+  EXPECT_TRUE(third.Start().has_value());
+  third.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace umdev::control

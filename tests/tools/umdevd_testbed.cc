@@ -1,0 +1,17 @@
+// umdevd_testbed: umdevd plus the test-only parent driver ("driver": "test"),
+// so integration tests can drive the real daemon and CLI before vendors exist.
+#include "fakes/test_parent.h"
+#include "umdev/daemon/daemon.h"
+
+int main(int argc, char** argv) {
+  using umdev::testing::TestParentDriver;
+  return umdev::daemon::RunUmdevd(argc, argv, [](umdev::daemon::Daemon& daemon) {
+    daemon.AddParentFactory("test", [](const nlohmann::json& entry)
+                                        -> umdev::Result<std::shared_ptr<umdev::ParentDriver>> {
+      TestParentDriver::Options options;
+      options.parent_name = entry.value("name", options.parent_name);
+      options.max_instances = entry.value("max_instances", options.max_instances);
+      return std::make_shared<TestParentDriver>(options);
+    });
+  });
+}

@@ -1,0 +1,28 @@
+// ControlClient: umdevctl's connection to a running umdevd.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "umdev/common/error.h"
+#include "umdev/common/unique_fd.h"
+
+namespace umdev::control {
+
+// Thread-compatible: one request at a time.
+class ControlClient {
+ public:
+  // Errors: ENOENT/ECONNREFUSED no daemon on |socket_path|; connect's errno.
+  static Result<ControlClient> Connect(const std::string& socket_path);
+  // Sends |request| and returns the reply's body when "ok" is true.
+  // Errors: the daemon's errno; EPROTO malformed reply; I/O errno.
+  Result<nlohmann::json> Call(const nlohmann::json& request);
+
+ private:
+  explicit ControlClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+  std::string buffered_;
+};
+
+}  // namespace umdev::control

@@ -1,0 +1,26 @@
+// The control protocol between umdevctl and umdevd: one JSON object per line
+// over DIR/control.sock, answered by one JSON object per line.
+//
+// Requests:  {"cmd":"types"}                                   -> {"ok":true,"parents":[...]}
+//            {"cmd":"list"}                                    -> {"ok":true,"mdevs":[...]}
+//            {"cmd":"start","parent":P,"type":T,"uuid":U}      -> {"ok":true,"uuid":U}
+//            {"cmd":"stop","uuid":U}                           -> {"ok":true}
+// Failures:  {"ok":false,"errno":N,"errname":"EEXIST","message":"..."}
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "umdev/common/error.h"
+
+namespace umdev::control {
+
+// Longest request line accepted; longer is refused with E2BIG and a disconnect.
+inline constexpr size_t kMaxLineBytes = 64 * 1024;
+
+nlohmann::json ErrorReply(const Error& error);
+// The Error a failure reply carries; EPROTO for a malformed reply.
+Error ErrorFromReply(const nlohmann::json& reply);
+
+}  // namespace umdev::control

@@ -1,0 +1,53 @@
+// ControlClient: connect, send a request line, read the reply line.
+#include "umdev/control/client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "umdev/control/protocol.h"
+
+namespace umdev::control {
+
+Result<ControlClient> ControlClient::Connect(const std::string& socket_path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(addr.sun_path)) {
+    return Fail(ENAMETOOLONG, "socket path too long: " + socket_path);
+  }
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return FailErrno("socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return FailErrno("cannot reach umdevd at " + socket_path);
+  }
+  return ControlClient(std::move(fd));
+}
+
+Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request) {
+  std::string line = request.dump() + "\n";
+  for (std::string_view rest = line; !rest.empty();) {
+    const ssize_t n = ::send(fd_.get(), rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno("send to umdevd");
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  size_t newline;
+  while ((newline = buffered_.find('\n')) == std::string::npos) {
+    char chunk[4096];
+    const ssize_t n = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno("receive from umdevd");
+    if (n == 0) return Fail(EPROTO, "umdevd closed the connection");
+    buffered_.append(chunk, static_cast<size_t>(n));
+  }
+  auto reply = nlohmann::json::parse(buffered_.substr(0, newline), nullptr, false);
+  buffered_.erase(0, newline + 1);
+  if (reply.is_discarded() || !reply.is_object()) return Fail(EPROTO, "malformed reply from umdevd");
+  if (reply.value("ok", false) != true) return std::unexpected(ErrorFromReply(reply));
+  return reply;
+}
+
+}  // namespace umdev::control

@@ -1,0 +1,84 @@
+// Daemon: umdevd's wiring — configuration, the state-dir lock, the registry
+// with its IOMMU drivers and vendor parents, and the control socket.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "umdev/common/error.h"
+#include "umdev/common/unique_fd.h"
+#include "umdev/control/server.h"
+#include "umdev/mdev_core/registry.h"
+
+namespace umdev::daemon {
+
+// Builds one parent from its entry in the "parents" array of the config.
+using ParentFactory =
+    std::function<Result<std::shared_ptr<ParentDriver>>(const nlohmann::json& entry)>;
+
+// The configuration, after validation.
+struct Config {
+  std::string log_level = "info";
+  std::chrono::milliseconds removal_timeout{10000};
+  std::vector<nlohmann::json> parents;  // Each has a string "driver".
+};
+
+// The configuration `make run` uses when no --config is given.
+std::string_view DefaultConfigText();
+
+// Parses and validates |text|. Errors: EINVAL with the offending key named.
+Result<Config> ParseConfig(std::string_view text);
+
+struct Options {
+  std::string state_dir = "/run/umdev";
+  Config config;
+};
+
+// Start() and Stop() from the main thread; the registry and control server
+// have their own threads.
+class Daemon {
+ public:
+  explicit Daemon(Options options);
+  ~Daemon() { Stop(); }
+
+  // Vendor drivers a config may name. Call before Start().
+  void AddParentFactory(std::string driver, ParentFactory factory);
+
+  // Creates and locks the state dir, registers the IOMMU drivers and the
+  // configured parents, and opens DIR/control.sock. Errors: EWOULDBLOCK
+  // another umdevd holds the state dir; EINVAL unknown driver in the config;
+  // the factory's, the registry's or the socket's errors.
+  Result<void> Start();
+  // Closes the control socket and unregisters every parent (removing their
+  // instances). Idempotent.
+  void Stop();
+
+  Registry& registry() { return *registry_; }
+
+ private:
+  Result<void> LockStateDir();
+  Result<void> RegisterParents();
+
+  const Options options_;
+  std::map<std::string, ParentFactory> factories_;
+  UniqueFd lock_fd_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<control::ControlServer> control_;
+};
+
+}  // namespace umdev::daemon
+
+namespace umdev::daemon {
+
+// umdevd's main(): parses --state-dir, --config and --log-level, starts a
+// Daemon (after |customize| has added parent factories), waits for SIGTERM
+// or SIGINT and stops it. Returns the process exit code.
+int RunUmdevd(int argc, char** argv, const std::function<void(Daemon&)>& customize);
+
+}  // namespace umdev::daemon

@@ -1,0 +1,80 @@
+// Daemon: start-up and shutdown of umdevd's parts.
+#include "umdev/daemon/daemon.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+namespace umdev::daemon {
+
+Daemon::Daemon(Options options) : options_(std::move(options)) {}
+
+void Daemon::AddParentFactory(std::string driver, ParentFactory factory) {
+  factories_[std::move(driver)] = std::move(factory);
+}
+
+Result<void> Daemon::LockStateDir() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.state_dir, ec);
+  if (ec) return Fail(ec.value(), "create state dir " + options_.state_dir);
+  ::chmod(options_.state_dir.c_str(), 0700);
+  const std::string path = options_.state_dir + "/umdevd.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return FailErrno("open " + path);
+  // flock() ends with the process, so a crashed daemon never blocks the next.
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return Fail(EWOULDBLOCK, "another umdevd is running on " + options_.state_dir);
+    }
+    return FailErrno("lock " + path);
+  }
+  const std::string pid = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), pid.data(), pid.size(), 0) < 0) {
+    return FailErrno("write " + path);
+  }
+  lock_fd_ = std::move(fd);
+  return {};
+}
+
+Result<void> Daemon::RegisterParents() {
+  for (const auto& entry : options_.config.parents) {
+    const auto driver = entry["driver"].get<std::string>();
+    auto factory = factories_.find(driver);
+    if (factory == factories_.end()) {
+      return Fail(EINVAL, fmt::format("config: unknown parent driver \"{}\"", driver));
+    }
+    UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<ParentDriver> parent, factory->second(entry));
+    UMDEV_TRY(registry_->RegisterParent(std::move(parent)));
+  }
+  return {};
+}
+
+Result<void> Daemon::Start() {
+  UMDEV_TRY(LockStateDir());
+  registry_ = std::make_unique<Registry>(RegistryOptions{
+      .removal_bound = options_.config.removal_timeout,
+      .request_interval = std::min(options_.config.removal_timeout,
+                                   std::chrono::milliseconds(1000)),
+  });
+  UMDEV_TRY(RegisterParents());
+  control_ = std::make_unique<control::ControlServer>(*registry_,
+                                                      options_.state_dir + "/control.sock");
+  UMDEV_TRY(control_->Start());
+  spdlog::info("umdevd: listening on {}/control.sock", options_.state_dir);
+  return {};
+}
+
+void Daemon::Stop() {
+  if (control_ != nullptr) control_->Stop();
+  control_.reset();
+  registry_.reset();  // Unregisters every parent and removes their instances.
+  lock_fd_.Reset();
+}
+
+}  // namespace umdev::daemon

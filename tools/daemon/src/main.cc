@@ -1,0 +1,74 @@
+// RunUmdevd: the daemon's command line and signal handling.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "umdev/common/log.h"
+#include "umdev/daemon/daemon.h"
+
+namespace umdev::daemon {
+namespace {
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Fail(ENOENT, "cannot read config " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+int RunUmdevd(int argc, char** argv, const std::function<void(Daemon&)>& customize) {
+  CLI::App app{"umdevd: userspace VFIO and mediated-device daemon"};
+  std::string state_dir = "/run/umdev";
+  std::string config_path;
+  std::string log_level;
+  app.add_option("--state-dir", state_dir, "Runtime state: control socket, device sockets, lock")
+      ->capture_default_str();
+  app.add_option("--config", config_path, "JSON configuration (default: the embedded one)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off");
+  CLI11_PARSE(app, argc, argv);
+
+  auto text = config_path.empty() ? Result<std::string>(std::string(DefaultConfigText()))
+                                  : ReadFile(config_path);
+  // libstdc++ 12's std::expected has no and_then().
+  auto config = text.has_value() ? ParseConfig(*text) : std::unexpected(text.error());
+  if (!config.has_value()) {
+    spdlog::critical("umdevd: {}", config.error().Describe());
+    return 1;
+  }
+  if (!log_level.empty()) config->log_level = log_level;
+  if (auto level = SetLogLevel(config->log_level); !level.has_value()) {
+    spdlog::critical("umdevd: {}", level.error().Describe());
+    return 1;
+  }
+
+  // Block the stop signals before any thread starts, so every thread inherits
+  // the mask and only sigwait() below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Daemon daemon(Options{.state_dir = state_dir, .config = std::move(*config)});
+  customize(daemon);
+  if (auto started = daemon.Start(); !started.has_value()) {
+    spdlog::critical("umdevd: {}", started.error().Describe());
+    return 1;
+  }
+  int received = 0;
+  sigwait(&stop_signals, &received);
+  spdlog::info("umdevd: {} received, shutting down", strsignal(received));
+  daemon.Stop();
+  spdlog::info("umdevd: stopped");
+  return 0;
+}
+
+}  // namespace umdev::daemon
