@@ -11,10 +11,14 @@ namespace umdev {
 
 Device::~Device() = default;
 
-void Device::Bind(std::unique_ptr<DeviceOps> ops) {
+Result<void> Device::Bind(std::unique_ptr<DeviceOps> ops) {
+  if (ops->pins_pages() && ops->dma_unmap_listener() == nullptr) {
+    return Fail(EINVAL, "mdev " + name() + " pins pages but has no dma_unmap listener");
+  }
   MutexLock lock(mu_);
   vendor_listener_ = ops->dma_unmap_listener();
   ops_ = std::move(ops);
+  return {};
 }
 
 bool Device::is_open() const {

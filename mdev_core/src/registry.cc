@@ -188,17 +188,20 @@ Result<void> Registry::CreateMdev(std::string_view parent_name, std::string_view
   Result<std::unique_ptr<DeviceOps>> ops =
       parent->driver->Probe(ProbeContext{parent->types[mdev->type_index], uuid, *device});
   if (ops.has_value() && *ops == nullptr) ops = Fail(EINVAL, "probe returned no device");
+  // Binding checks the vendor's contract; a refused device is destroyed here,
+  // with no lock held, like a failed probe.
+  Result<void> bound = ops.has_value() ? device->Bind(std::move(*ops))
+                                       : Result<void>(std::unexpected(ops.error()));
   MdevStatus status;
   {
     MutexLock lock(mu_);
     --parent->creating;
     changed_.NotifyAll();
-    if (!ops.has_value()) {
+    if (!bound.has_value()) {
       mdevs_.erase(uuid);
       if (parent->max_instances > 0) ++parent->available;
-      return std::unexpected(Wrap(ops.error(), "probe mdev " + uuid.ToString()));
+      return std::unexpected(Wrap(bound.error(), "probe mdev " + uuid.ToString()));
     }
-    device->Bind(std::move(*ops));
     mdev->device = device;
     mdev->group = std::make_shared<Group>(mdev->group_id, device);
     mdev->state = Mdev::State::kActive;

@@ -155,6 +155,7 @@ Result<std::unique_ptr<DeviceOps>> TestParentDriver::Probe(const ProbeContext& c
   }
   const Uuid uuid = context.uuid;
   auto device = std::make_unique<TestDevice>(context.dma, counters_, options_.has_listener,
+                                             options_.pins_pages,
                                              [this, uuid] {
                                                MutexLock inner(mu_);
                                                std::erase_if(live_, [&](const Live& l) {

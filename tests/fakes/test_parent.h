@@ -29,10 +29,11 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   };
 
   TestDevice(DmaAccess& dma, std::shared_ptr<Counters> counters, bool has_listener,
-             std::function<void()> on_remove)
+             bool pins_pages, std::function<void()> on_remove)
       : dma_(dma),
         counters_(std::move(counters)),
         has_listener_(has_listener),
+        pins_pages_(pins_pages),
         on_remove_(std::move(on_remove)) {}
   ~TestDevice() override;
 
@@ -47,6 +48,7 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   Result<void> SetIrqs(IrqSet& set) override;
   Result<void> Reset() override;
   void Request(unsigned count) override;
+  bool pins_pages() const override { return pins_pages_; }
   DmaUnmapListener* dma_unmap_listener() override { return has_listener_ ? this : nullptr; }
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;
 
@@ -63,6 +65,7 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   DmaAccess& dma_;
   std::shared_ptr<Counters> counters_;
   const bool has_listener_;
+  const bool pins_pages_;
   const std::function<void()> on_remove_;
   std::atomic<bool> refuse_unpin_{false};
   mutable Mutex mu_;
@@ -83,6 +86,7 @@ class TestParentDriver final : public ParentDriver {
     unsigned max_instances = 4;  // 0: per-type capacity from |per_type_capacity|.
     unsigned per_type_capacity = 2;
     bool has_listener = true;
+    bool pins_pages = false;  // Declared to the core at registration.
     std::string device_api = "vfio-pci";
   };
 

@@ -135,6 +135,16 @@ TEST_F(RegistryTest, ProbeErrorPropagatesAndLeavesNothingBehind) {
   EXPECT_TRUE(registry_.CreateMdev("test_parent", "test-a", kUuid1).has_value());
 }
 
+TEST_F(RegistryTest, PinningDeviceWithoutUnmapListenerIsRefused) {
+  auto parent = AddParent({.max_instances = 1, .has_listener = false, .pins_pages = true});
+  auto result = registry_.CreateMdev("test_parent", "test-a", kUuid1);
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().code, EINVAL);
+  EXPECT_EQ(parent->counters()->removed, 1);  // The refused device was destroyed.
+  EXPECT_TRUE(registry_.Mdevs().empty());
+  EXPECT_EQ(registry_.Parents()[0].types[0].available_instances, 1u);
+}
+
 TEST_F(RegistryTest, DriverWithoutSharedCounterReportsItsOwnCapacity) {
   AddParent({.max_instances = 0, .per_type_capacity = 1});
   ASSERT_TRUE(registry_.CreateMdev("test_parent", "test-a", kUuid1).has_value());

@@ -33,10 +33,11 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   // The name VFIO_GROUP_GET_DEVICE_FD matches: the UUID string.
   std::string name() const { return uuid_.ToString(); }
 
-  // Installs the vendor object after Probe(). A device that pins pages must
-  // have a dma_unmap listener; the core cannot tell in advance, so every
-  // device without one is refused DMA pins (EINVAL) at PinPages().
-  void Bind(std::unique_ptr<DeviceOps> ops) UMDEV_EXCLUDES(mu_);
+  // Installs the vendor object after Probe(). Errors: EINVAL the device pins
+  // pages but has no dma_unmap listener (the kernel's contract for emulated
+  // devices); |ops| is then destroyed. Devices that do not declare pinning
+  // are still refused pins (EINVAL) at PinPages() if they lack a listener.
+  Result<void> Bind(std::unique_ptr<DeviceOps> ops) UMDEV_EXCLUDES(mu_);
 
   // Removal. Refuses new opens, asks open users to release (DeviceOps::Request,
   // about every |slice|) for at most |bound|, then revokes their handles

@@ -123,8 +123,10 @@ class DeviceOps {
   // |count| is how many times it has asked so far.
   virtual void Request(unsigned count) { (void)count; }
 
-  // Optional capabilities; null when absent. A device that pins guest pages
-  // must return its listener, or the core refuses to register it (EINVAL).
+  // Whether the device pins guest pages. Such a device must return its
+  // dma_unmap listener, or the core refuses to register it (EINVAL).
+  virtual bool pins_pages() const { return false; }
+  // Optional capabilities; null when absent.
   virtual DmaUnmapListener* dma_unmap_listener() { return nullptr; }
   virtual MigrationOps* migration() { return nullptr; }
   virtual DirtyLogOps* dirty_log() { return nullptr; }
