@@ -43,7 +43,9 @@ struct PinTarget;
 // Unmap contract (kernel vfio_dma_do_unmap): an unmap over pinned pages calls
 // OnDmaUnmap() of every attached listener with no lock held and re-checks, up
 // to kMaxUnmapRetries times; pins still left are then revoked (released by
-// force, OnPinsRevoked() called) and the unmap completes. An unmap returns only
+// force, OnPinsRevoked() called) and the unmap completes. OnPinsRevoked() runs
+// before the memory is munmap()ed, so a device that serialises its use of
+// pinned pages with its callbacks never touches unmapped memory. An unmap returns only
 // after every DmaRead/DmaWrite that was copying to or from its memory is done,
 // so no access touches memory after it is munmap()ed. Accesses through the
 // message channel do not delay an unmap: there is no local memory to protect,
