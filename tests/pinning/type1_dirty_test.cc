@@ -176,6 +176,7 @@ struct BadStart {
   const char* name;
   uint64_t pgsize;
 };
+UMDEV_PRINT_CASE_AS_NAME(BadStart)
 
 class Type1BadStartTest : public Type1Test, public ::testing::WithParamInterface<BadStart> {};
 
@@ -197,6 +198,7 @@ struct BadReport {
   uint64_t size;
   uint64_t pgsize;
 };
+UMDEV_PRINT_CASE_AS_NAME(BadReport)
 
 class Type1BadReportTest : public Type1DirtyTest,
                            public ::testing::WithParamInterface<BadReport> {};

@@ -29,6 +29,7 @@ struct BadMap {
   uint32_t prot;
   uint64_t offset;
 };
+UMDEV_PRINT_CASE_AS_NAME(BadMap)
 
 class Type1BadMapTest : public Type1Test, public ::testing::WithParamInterface<BadMap> {};
 
@@ -72,6 +73,7 @@ struct Overlap {
   uint64_t iova;
   uint64_t size;
 };
+UMDEV_PRINT_CASE_AS_NAME(Overlap)
 
 class Type1OverlapTest : public Type1Test, public ::testing::WithParamInterface<Overlap> {};
 
@@ -130,6 +132,7 @@ struct Split {
   uint64_t iova;
   uint64_t size;
 };
+UMDEV_PRINT_CASE_AS_NAME(Split)
 
 class Type1SplitTest : public Type1Test, public ::testing::WithParamInterface<Split> {};
 
@@ -157,6 +160,7 @@ struct BadUnmap {
   uint64_t iova;
   uint64_t size;
 };
+UMDEV_PRINT_CASE_AS_NAME(BadUnmap)
 
 class Type1BadUnmapTest : public Type1Test, public ::testing::WithParamInterface<BadUnmap> {};
 

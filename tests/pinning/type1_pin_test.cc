@@ -71,6 +71,7 @@ struct BadPin {
   uint32_t prot;
   int code;
 };
+UMDEV_PRINT_CASE_AS_NAME(BadPin)
 
 class Type1BadPinTest : public Type1PinTest, public ::testing::WithParamInterface<BadPin> {};
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <ostream>
 #include <span>
 #include <string>
 #include <utility>
@@ -209,6 +210,11 @@ class Type1Test : public ::testing::Test {
   RecordingListener listener_{*backend_};  // Outlives backend_: TearDown resets it first.
   GuestMemory memory_{kMemoryPages};
 };
+
+// Prints a parameterised case as its |name|, keeping CTest names readable
+// and stable (the default is a byte dump that includes a pointer).
+#define UMDEV_PRINT_CASE_AS_NAME(Type) \
+  inline void PrintTo(const Type& c, std::ostream* os) { *os << c.name; }
 
 // Names a parameterised test after its case's |name| field.
 struct CaseName {
