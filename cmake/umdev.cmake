@@ -42,8 +42,16 @@ function(umdev_test name)
   add_executable(${name} ${A_SRCS})
   target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gmock GTest::gtest_main
                         umdev::warnings)
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-                       PROPERTIES LABELS "${A_LABELS}" TIMEOUT 300)
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
+  # Labels go on once CTest has loaded the discovered tests (their names are
+  # in ${name}_TESTS): gtest_discover_tests's PROPERTIES keeps only the first
+  # element of a list, so "unit;concurrency" would lose "concurrency".
+  set(labels_file "${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake")
+  file(WRITE "${labels_file}"
+       "if(DEFINED ${name}_TESTS)\n"
+       "  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${A_LABELS}\")\n"
+       "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${labels_file}")
   # Aggregate targets per label (unit_tests, concurrency_tests, ...) let the
   # sanitizer builds compile only the executables their pass runs.
   foreach(label IN LISTS A_LABELS)

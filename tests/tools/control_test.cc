@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <linux/vfio.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -142,6 +143,25 @@ TEST(ConfigTest, ParsesParentsAndLimits) {
   ASSERT_EQ(config->parents.size(), 1u);
   EXPECT_EQ(config->parents[0]["name"], "p0");
   EXPECT_EQ(config->removal_timeout.count(), 250);
+}
+
+TEST(ConfigTest, ParsesPinningLimits) {
+  auto config = daemon::ParseConfig(
+      R"({"limits":{"locked_memory_bytes":1048576,"container_locked_bytes":4096,"max_dma_mappings":100}})");
+  ASSERT_TRUE(config.has_value());
+  EXPECT_EQ(config->locked_memory_bytes, 1048576u);
+  EXPECT_EQ(config->container_locked_bytes, 4096u);
+  EXPECT_EQ(config->max_dma_mappings, 100u);
+  EXPECT_EQ(daemon::ParseConfig(R"({"limits":{"max_dma_mappings":70000}})").error().code, EINVAL);
+}
+
+TEST(DaemonTest, RegistersTheType1Backend) {
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-t1-" + std::to_string(getpid()));
+  daemon::Daemon d(daemon::Options{.state_dir = dir.string(), .config = {}});
+  ASSERT_TRUE(d.Start().has_value());
+  EXPECT_TRUE(d.registry().iommu_drivers().CheckExtension(VFIO_TYPE1v2_IOMMU));
+  d.Stop();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ConfigTest, RejectsWhatItDoesNotKnow) {

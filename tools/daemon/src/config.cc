@@ -9,7 +9,7 @@ namespace {
 // Parents appear here as their vendor drivers land (serial, GPU slicing).
 constexpr std::string_view kDefaultConfig = R"({
   "log_level": "info",
-  "limits": { "removal_timeout_ms": 10000 },
+  "limits": { "removal_timeout_ms": 10000, "max_dma_mappings": 65535 },
   "parents": []
 }
 )";
@@ -30,13 +30,21 @@ Result<Config> ParseConfig(std::string_view text) {
     } else if (key == "limits") {
       if (!value.is_object()) return Fail(EINVAL, "config: \"limits\" must be an object");
       for (const auto& [limit, amount] : value.items()) {
-        if (limit != "removal_timeout_ms") {
-          return Fail(EINVAL, fmt::format("config: unknown limit \"{}\"", limit));
-        }
         if (!amount.is_number_unsigned()) {
-          return Fail(EINVAL, "config: \"removal_timeout_ms\" must be a non-negative integer");
+          return Fail(EINVAL, fmt::format("config: limit \"{}\" must be a non-negative integer", limit));
         }
-        config.removal_timeout = std::chrono::milliseconds(amount.get<uint64_t>());
+        const uint64_t n = amount.get<uint64_t>();
+        if (limit == "removal_timeout_ms") {
+          config.removal_timeout = std::chrono::milliseconds(n);
+        } else if (limit == "locked_memory_bytes") {
+          config.locked_memory_bytes = n;
+        } else if (limit == "container_locked_bytes") {
+          config.container_locked_bytes = n;
+        } else if (limit == "max_dma_mappings" && n > 0 && n <= 65535) {
+          config.max_dma_mappings = static_cast<uint32_t>(n);
+        } else {
+          return Fail(EINVAL, fmt::format("config: unknown or out-of-range limit \"{}\"", limit));
+        }
       }
     } else if (key == "parents") {
       if (!value.is_array()) return Fail(EINVAL, "config: \"parents\" must be an array");

@@ -10,6 +10,9 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <limits>
+
+#include "umdev/pinning/type1_driver.h"
 
 namespace umdev::daemon {
 
@@ -62,6 +65,15 @@ Result<void> Daemon::Start() {
       .request_interval = std::min(options_.config.removal_timeout,
                                    std::chrono::milliseconds(1000)),
   });
+  const Config& config = options_.config;
+  auto account = std::make_shared<pinning::LockedMemoryAccount>(
+      config.locked_memory_bytes != 0 ? config.locked_memory_bytes
+                                      : pinning::LockedMemoryAccount::DefaultLimit());
+  pinning::Type1Limits limits;
+  limits.max_mappings = config.max_dma_mappings;
+  if (config.container_locked_bytes != 0) limits.container_locked_limit = config.container_locked_bytes;
+  UMDEV_TRY(registry_->iommu_drivers().Register(
+      std::make_shared<pinning::Type1Driver>(std::move(account), limits)));
   UMDEV_TRY(RegisterParents());
   control_ = std::make_unique<control::ControlServer>(*registry_,
                                                       options_.state_dir + "/control.sock");

@@ -26,6 +26,11 @@ using ParentFactory =
 struct Config {
   std::string log_level = "info";
   std::chrono::milliseconds removal_timeout{10000};
+  // Locked (pinned) guest memory for the whole daemon; 0: RLIMIT_MEMLOCK.
+  uint64_t locked_memory_bytes = 0;
+  // Per container; 0: no cap beyond the daemon's.
+  uint64_t container_locked_bytes = 0;
+  uint32_t max_dma_mappings = 65535;  // Per container (vfio-user max_dma_maps).
   std::vector<nlohmann::json> parents;  // Each has a string "driver".
 };
 
