@@ -41,6 +41,7 @@ Result<uint64_t> FakeIommu::Unmap(uint64_t iova, uint64_t size) {
       MutexLock lock(mu_);
       if (!PinnedInLocked(iova, size)) break;
       listeners = listeners_;
+      ++callbacks_in_flight_;
       if (attempt == 3) {
         // Give up on the vendor: revoke, as the real backend does.
         std::erase_if(pins_, [&](const auto& e) {
@@ -49,10 +50,15 @@ Result<uint64_t> FakeIommu::Unmap(uint64_t iova, uint64_t size) {
         mu_.Unlock();
         for (auto* l : listeners) l->OnPinsRevoked(iova, size);
         mu_.Lock();
+        --callbacks_in_flight_;
+        callbacks_done_.NotifyAll();
         break;
       }
     }
     for (auto* l : listeners) l->OnDmaUnmap(iova, size);
+    MutexLock lock(mu_);
+    --callbacks_in_flight_;
+    callbacks_done_.NotifyAll();
   }
   MutexLock lock(mu_);
   uint64_t unmapped = 0;
@@ -76,6 +82,9 @@ Result<void> FakeIommu::AttachListener(DmaUnmapListener& listener) {
 void FakeIommu::DetachListener(DmaUnmapListener& listener) {
   MutexLock lock(mu_);
   std::erase(listeners_, &listener);
+  // Simpler than the real backend: waits for every callback, not only this
+  // listener's. Never called from a callback in the core tests.
+  while (callbacks_in_flight_ > 0) callbacks_done_.Wait(mu_);
   std::erase_if(pins_, [&](const auto& e) { return e.first.first == &listener; });
 }
 

@@ -54,6 +54,9 @@ class FakeIommu final : public IommuBackend {
   // (listener, page iova) -> pin count.
   std::map<std::pair<DmaUnmapListener*, uint64_t>, int> pins_ UMDEV_GUARDED_BY(mu_);
   std::vector<DmaUnmapListener*> listeners_ UMDEV_GUARDED_BY(mu_);
+  // Listener callbacks running; DetachListener() waits for 0 (the contract).
+  int callbacks_in_flight_ UMDEV_GUARDED_BY(mu_) = 0;
+  CondVar callbacks_done_;
 };
 
 // Supports VFIO_TYPE1v2_IOMMU; counts live backends so tests see them freed.
