@@ -7,17 +7,13 @@
 
 #include <cstring>
 
+#include "umdev/common/unix_address.h"
 #include "umdev/control/protocol.h"
 
 namespace umdev::control {
 
 Result<ControlClient> ControlClient::Connect(const std::string& socket_path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.size() >= sizeof(addr.sun_path)) {
-    return Fail(ENAMETOOLONG, "socket path too long: " + socket_path);
-  }
-  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  UMDEV_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(socket_path));
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return FailErrno("socket");
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {

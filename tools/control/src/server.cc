@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "umdev/common/unix_address.h"
 #include "umdev/control/protocol.h"
 
 namespace umdev::control {
@@ -43,12 +44,7 @@ ControlServer::ControlServer(Registry& registry, std::string socket_path)
     : registry_(registry), socket_path_(std::move(socket_path)) {}
 
 Result<void> ControlServer::Start() {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path_.size() >= sizeof(addr.sun_path)) {
-    return Fail(ENAMETOOLONG, "control socket path too long: " + socket_path_);
-  }
-  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+  UMDEV_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(socket_path_));
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return FailErrno("control socket");
   // The state-dir lock guarantees no live daemon owns a socket left here.
