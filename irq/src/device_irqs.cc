@@ -1,0 +1,234 @@
+// DeviceIrqs: SET_IRQS semantics of drivers/vfio/pci/vfio_pci_intrs.c over eventfds.
+#include "umdev/irq/device_irqs.h"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace umdev::irq {
+namespace {
+
+constexpr uint32_t kDataMask = VFIO_IRQ_SET_DATA_TYPE_MASK;
+constexpr uint32_t kActionMask = VFIO_IRQ_SET_ACTION_TYPE_MASK;
+
+void Signal(const UniqueFd& fd) {
+  if (!fd) return;
+  const uint64_t one = 1;
+  // EAGAIN only at a counter of 2^64-2: the interrupt is pending already.
+  [[maybe_unused]] ssize_t n = ::write(fd.get(), &one, sizeof(one));
+}
+
+std::string Context(const IrqSet& set, std::string_view why) {
+  return fmt::format("set irqs index {} start {} count {}: {}", set.index, set.start, set.count,
+                     why);
+}
+
+// DATA_NONE fires every vector in the range; DATA_BOOL those set true.
+bool Selected(const IrqSet& set, uint32_t i) {
+  return (set.flags & kDataMask) == VFIO_IRQ_SET_DATA_NONE || set.bools[i] != 0;
+}
+
+}  // namespace
+
+DeviceIrqs::DeviceIrqs(IrqCounts counts, VirqfdLoop* resample_loop)
+    : counts_{counts.intx, counts.msi, counts.msix, counts.err, counts.req},
+      resample_loop_(resample_loop) {
+  MutexLock lock(mu_);
+  for (size_t i = 0; i < counts_.size(); ++i) triggers_[i].resize(counts_[i]);
+}
+
+DeviceIrqs::~DeviceIrqs() { DisableAll(); }
+
+IrqInfo DeviceIrqs::Info(uint32_t index) const {
+  if (index >= counts_.size() || counts_[index] == 0) return {};
+  IrqInfo info{.flags = VFIO_IRQ_INFO_EVENTFD, .count = counts_[index]};
+  if (index == VFIO_PCI_INTX_IRQ_INDEX) {
+    info.flags |= VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
+  } else if (index == VFIO_PCI_MSI_IRQ_INDEX || index == VFIO_PCI_MSIX_IRQ_INDEX) {
+    info.flags |= VFIO_IRQ_INFO_NORESIZE;
+  }
+  return info;
+}
+
+Result<void> DeviceIrqs::SetIrqs(IrqSet& set) {
+  if (set.index >= counts_.size() || counts_[set.index] == 0) {
+    return Fail(EINVAL, Context(set, "unsupported index"));
+  }
+  Virqfd old_resample;  // Destroyed after mu_ is released: it waits for its callback.
+  MutexLock lock(mu_);
+  switch (set.index) {
+    case VFIO_PCI_INTX_IRQ_INDEX:
+      return SetIntx(set, old_resample);
+    case VFIO_PCI_MSI_IRQ_INDEX:
+      return SetMsi(set, Mode::kMsi);
+    case VFIO_PCI_MSIX_IRQ_INDEX:
+      return SetMsi(set, Mode::kMsix);
+    default:
+      return SetSingle(set);
+  }
+}
+
+Result<void> DeviceIrqs::SetIntx(IrqSet& set, Virqfd& old_resample) {
+  const uint32_t data = set.flags & kDataMask;
+  const bool enabled = mode_ == Mode::kIntx;
+  switch (set.flags & kActionMask) {
+    case VFIO_IRQ_SET_ACTION_MASK:
+      if (data == VFIO_IRQ_SET_DATA_EVENTFD) return Fail(ENOTTY, Context(set, "mask by eventfd"));
+      if (!enabled) return Fail(EINVAL, Context(set, "INTx is not enabled"));
+      if (Selected(set, 0)) intx_masked_ = true;
+      return {};
+    case VFIO_IRQ_SET_ACTION_UNMASK:
+      if (!enabled) return Fail(EINVAL, Context(set, "INTx is not enabled"));
+      if (data != VFIO_IRQ_SET_DATA_EVENTFD) {
+        if (Selected(set, 0)) UnmaskIntxLocked();
+        return {};
+      }
+      old_resample = std::move(intx_resample_);
+      if (!set.fds[0]) return {};  // De-assign the resample eventfd.
+      if (resample_loop_ == nullptr) return Fail(ENOTTY, Context(set, "no resample loop"));
+      {
+        auto watched = resample_loop_->Watch(std::move(set.fds[0]), [this] { UnmaskIntx(); });
+        if (!watched) return std::unexpected(Wrap(std::move(watched).error(), Context(set, "resample eventfd")));
+        intx_resample_ = std::move(*watched);
+      }
+      return {};
+    default:  // ACTION_TRIGGER
+      break;
+  }
+  if (data == VFIO_IRQ_SET_DATA_NONE && set.count == 0) {
+    if (enabled) DisableAllLocked(old_resample);
+    return {};
+  }
+  if (data == VFIO_IRQ_SET_DATA_EVENTFD) {
+    if (mode_ != Mode::kNone && !enabled) {
+      return Fail(EINVAL, Context(set, "MSI or MSI-X is enabled"));
+    }
+    if (!set.fds[0]) {
+      if (enabled) DisableAllLocked(old_resample);
+      return {};
+    }
+    triggers_[VFIO_PCI_INTX_IRQ_INDEX][0] = std::move(set.fds[0]);
+    if (!enabled) {
+      mode_ = Mode::kIntx;
+      intx_masked_ = false;
+      intx_pending_ = false;
+    }
+    return {};
+  }
+  if (!enabled) return Fail(EINVAL, Context(set, "INTx is not enabled"));
+  if (Selected(set, 0)) Signal(triggers_[VFIO_PCI_INTX_IRQ_INDEX][0]);
+  return {};
+}
+
+Result<void> DeviceIrqs::SetMsi(IrqSet& set, Mode mode) {
+  const uint32_t action = set.flags & kActionMask;
+  const uint32_t data = set.flags & kDataMask;
+  if (action != VFIO_IRQ_SET_ACTION_TRIGGER) {
+    return Fail(ENOTTY, Context(set, "MSI and MSI-X cannot be masked"));
+  }
+  auto& fds = triggers_[set.index];
+  const bool enabled = mode_ == mode;
+  if (data == VFIO_IRQ_SET_DATA_NONE && set.count == 0) {
+    if (enabled) {
+      for (auto& fd : fds) fd.Reset();
+      mode_ = Mode::kNone;
+    }
+    return {};
+  }
+  if (data == VFIO_IRQ_SET_DATA_EVENTFD) {
+    if (mode_ != Mode::kNone && !enabled) {
+      return Fail(EINVAL, Context(set, "another interrupt mode is enabled"));
+    }
+    for (uint32_t i = 0; i < set.count; ++i) fds[set.start + i] = std::move(set.fds[i]);
+    mode_ = mode;
+    return {};
+  }
+  if (!enabled) return Fail(EINVAL, Context(set, "the interrupt mode is not enabled"));
+  for (uint32_t i = 0; i < set.count; ++i) {
+    if (Selected(set, i)) Signal(fds[set.start + i]);
+  }
+  return {};
+}
+
+Result<void> DeviceIrqs::SetSingle(IrqSet& set) {
+  const uint32_t data = set.flags & kDataMask;
+  if ((set.flags & kActionMask) != VFIO_IRQ_SET_ACTION_TRIGGER) {
+    return Fail(ENOTTY, Context(set, "ERR and REQ cannot be masked"));
+  }
+  UniqueFd& fd = triggers_[set.index][0];
+  if (data == VFIO_IRQ_SET_DATA_EVENTFD) {
+    fd = std::move(set.fds[0]);  // An invalid fd de-assigns.
+  } else if (data == VFIO_IRQ_SET_DATA_NONE && set.count == 0) {
+    fd.Reset();
+  } else if (Selected(set, 0)) {
+    Signal(fd);
+  }
+  return {};
+}
+
+void DeviceIrqs::Trigger(uint32_t index, uint32_t vector) {
+  MutexLock lock(mu_);
+  if (index >= counts_.size() || vector >= counts_[index]) return;
+  switch (index) {
+    case VFIO_PCI_INTX_IRQ_INDEX:
+      if (mode_ != Mode::kIntx) return;
+      if (intx_masked_) {
+        intx_pending_ = true;
+        return;
+      }
+      intx_masked_ = true;
+      Signal(triggers_[index][0]);
+      return;
+    case VFIO_PCI_MSI_IRQ_INDEX:
+      if (mode_ == Mode::kMsi) Signal(triggers_[index][vector]);
+      return;
+    case VFIO_PCI_MSIX_IRQ_INDEX:
+      if (mode_ == Mode::kMsix) Signal(triggers_[index][vector]);
+      return;
+    default:
+      Signal(triggers_[index][vector]);
+      return;
+  }
+}
+
+bool DeviceIrqs::IsMasked(uint32_t index, uint32_t vector) const {
+  MutexLock lock(mu_);
+  return index == VFIO_PCI_INTX_IRQ_INDEX && vector == 0 && intx_masked_;
+}
+
+bool DeviceIrqs::Pending(uint32_t index, uint32_t vector) const {
+  MutexLock lock(mu_);
+  return index == VFIO_PCI_INTX_IRQ_INDEX && vector == 0 && intx_pending_;
+}
+
+void DeviceIrqs::UnmaskIntx() {
+  MutexLock lock(mu_);
+  if (mode_ == Mode::kIntx) UnmaskIntxLocked();
+}
+
+void DeviceIrqs::UnmaskIntxLocked() {
+  intx_masked_ = false;
+  if (!intx_pending_) return;
+  // The line is still asserted: deliver it now, masked again like a fresh one.
+  intx_pending_ = false;
+  intx_masked_ = true;
+  Signal(triggers_[VFIO_PCI_INTX_IRQ_INDEX][0]);
+}
+
+void DeviceIrqs::DisableAll() {
+  Virqfd old_resample;
+  MutexLock lock(mu_);
+  DisableAllLocked(old_resample);
+}
+
+void DeviceIrqs::DisableAllLocked(Virqfd& old_resample) {
+  for (auto& fds : triggers_) {
+    for (auto& fd : fds) fd.Reset();
+  }
+  mode_ = Mode::kNone;
+  intx_masked_ = false;
+  intx_pending_ = false;
+  old_resample = std::move(intx_resample_);
+}
+
+}  // namespace umdev::irq

@@ -1,0 +1,348 @@
+// DeviceIrqs: SET_IRQS semantics per index, INTx automask, and concurrent triggers.
+#include "umdev/irq/device_irqs.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "umdev/mdev_core/irq_set.h"
+
+namespace umdev::irq {
+namespace {
+
+constexpr uint32_t kIntx = VFIO_PCI_INTX_IRQ_INDEX;
+constexpr uint32_t kMsi = VFIO_PCI_MSI_IRQ_INDEX;
+constexpr uint32_t kMsix = VFIO_PCI_MSIX_IRQ_INDEX;
+constexpr uint32_t kErr = VFIO_PCI_ERR_IRQ_INDEX;
+constexpr uint32_t kReq = VFIO_PCI_REQ_IRQ_INDEX;
+constexpr uint32_t kTrigger = VFIO_IRQ_SET_ACTION_TRIGGER;
+constexpr uint32_t kMask = VFIO_IRQ_SET_ACTION_MASK;
+constexpr uint32_t kUnmask = VFIO_IRQ_SET_ACTION_UNMASK;
+constexpr uint32_t kNone = VFIO_IRQ_SET_DATA_NONE;
+constexpr uint32_t kBool = VFIO_IRQ_SET_DATA_BOOL;
+constexpr uint32_t kEventfd = VFIO_IRQ_SET_DATA_EVENTFD;
+
+// An eventfd the test keeps a dup of, to read what the device signalled.
+struct Efd {
+  Efd() : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~Efd() { ::close(fd); }
+  UniqueFd Dup() const { return UniqueFd(::dup(fd)); }
+  uint64_t Take() const {  // The counter, cleared; 0 if not signalled.
+    uint64_t value = 0;
+    return ::read(fd, &value, sizeof(value)) == 8 ? value : 0;
+  }
+  void Signal() const {
+    const uint64_t one = 1;
+    EXPECT_EQ(::write(fd, &one, sizeof(one)), 8);
+  }
+  int fd;
+};
+
+IrqSet Set(uint32_t index, uint32_t flags, uint32_t start, uint32_t count) {
+  return IrqSet{.flags = flags, .index = index, .start = start, .count = count};
+}
+
+IrqSet Fds(uint32_t index, uint32_t start, std::vector<UniqueFd> fds) {
+  IrqSet set = Set(index, kEventfd | kTrigger, start, static_cast<uint32_t>(fds.size()));
+  set.fds = std::move(fds);
+  return set;
+}
+
+IrqSet Bools(uint32_t index, uint32_t action, uint32_t start, std::vector<uint8_t> bools) {
+  IrqSet set = Set(index, kBool | action, start, static_cast<uint32_t>(bools.size()));
+  set.bools = std::move(bools);
+  return set;
+}
+
+std::vector<UniqueFd> One(UniqueFd fd) {
+  std::vector<UniqueFd> v;
+  v.push_back(std::move(fd));
+  return v;
+}
+
+// SetIrqs behind the core's validation, as a device sees it.
+Result<void> Apply(DeviceIrqs& irqs, IrqSet set) {
+  UMDEV_TRY(ValidateIrqSet(irqs.Info(set.index), set));
+  return irqs.SetIrqs(set);
+}
+
+int Errno(const Result<void>& r) { return r.has_value() ? 0 : r.error().code; }
+
+constexpr IrqCounts kCounts{.intx = 1, .msi = 4, .msix = 8, .err = 1, .req = 1};
+
+TEST(DeviceIrqsTest, Info) {
+  DeviceIrqs irqs(kCounts);
+  EXPECT_EQ(irqs.Info(kIntx).flags,
+            VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED);
+  EXPECT_EQ(irqs.Info(kIntx).count, 1u);
+  EXPECT_EQ(irqs.Info(kMsi).flags, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE);
+  EXPECT_EQ(irqs.Info(kMsi).count, 4u);
+  EXPECT_EQ(irqs.Info(kMsix).flags, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE);
+  EXPECT_EQ(irqs.Info(kMsix).count, 8u);
+  EXPECT_EQ(irqs.Info(kErr).flags, VFIO_IRQ_INFO_EVENTFD);
+  EXPECT_EQ(irqs.Info(kReq).count, 1u);
+  EXPECT_EQ(irqs.Info(VFIO_PCI_NUM_IRQS).count, 0u);
+  DeviceIrqs none(IrqCounts{.intx = 0});
+  EXPECT_EQ(none.Info(kIntx).count, 0u);
+  EXPECT_EQ(none.Info(kErr).flags, 0u);
+  IrqSet set = Set(kErr, kNone | kTrigger, 0, 1);
+  EXPECT_EQ(Errno(none.SetIrqs(set)), EINVAL);  // Unsupported index.
+}
+
+TEST(DeviceIrqsTest, IntxAutomaskPendingAndUnmaskByDataNone) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_TRUE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 1u);  // The pending interrupt, delivered and masked again.
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kUnmask, 0, {0}))), 0);  // False: no-op.
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kUnmask, 0, {1}))), 0);
+  EXPECT_FALSE(irqs.IsMasked(kIntx, 0));
+  EXPECT_EQ(efd.Take(), 0u);
+  // User mask, then unmask with nothing pending.
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kMask, 0, 1))), 0);
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kMask, 0, {1}))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+}
+
+TEST(DeviceIrqsTest, IntxLoopbackAndDisable) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  EXPECT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 1))), EINVAL);  // Not enabled.
+  EXPECT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kMask, 0, 1))), EINVAL);
+  EXPECT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), EINVAL);
+  irqs.Trigger(kIntx, 0);  // Dropped: INTx not enabled.
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  EXPECT_FALSE(irqs.IsMasked(kIntx, 0));  // Loopback does not automask.
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kTrigger, 0, {0}))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kTrigger, 0, {1}))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  // Count 0 disables; a second disable is a no-op.
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 0))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 0))), 0);
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  // Invalid fd de-assigns (disables) too.
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(UniqueFd())))), 0);
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(efd.Take(), 0u);
+}
+
+TEST(DeviceIrqsTest, UnsupportedCombinationsAreEnotty) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  IrqSet mask_fd = Set(kIntx, kEventfd | kMask, 0, 1);
+  mask_fd.fds = One(efd.Dup());
+  EXPECT_EQ(Errno(Apply(irqs, std::move(mask_fd))), ENOTTY);
+  // Resample without a loop.
+  IrqSet resample = Set(kIntx, kEventfd | kUnmask, 0, 1);
+  resample.fds = One(efd.Dup());
+  EXPECT_EQ(Errno(Apply(irqs, std::move(resample))), ENOTTY);
+  for (uint32_t index : {kMsi, kMsix, kErr, kReq}) {
+    EXPECT_EQ(Errno(Apply(irqs, Set(index, kNone | kMask, 0, 1))), ENOTTY) << index;
+    EXPECT_EQ(Errno(Apply(irqs, Bools(index, kUnmask, 0, {1}))), ENOTTY) << index;
+  }
+}
+
+TEST(DeviceIrqsTest, IntxUnmaskThroughResampleEventfd) {
+  auto loop = VirqfdLoop::Create();
+  ASSERT_TRUE(loop.has_value());
+  ASSERT_TRUE(loop->Start().has_value());
+  DeviceIrqs irqs(kCounts, &*loop);
+  Efd trigger;
+  Efd resample;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(trigger.Dup())))), 0);
+  IrqSet set = Set(kIntx, kEventfd | kUnmask, 0, 1);
+  set.fds = One(resample.Dup());
+  ASSERT_EQ(Errno(Apply(irqs, std::move(set))), 0);
+  irqs.Trigger(kIntx, 0);
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(trigger.Take(), 1u);
+  EXPECT_TRUE(irqs.Pending(kIntx, 0));
+  resample.Signal();  // The guest's EOI, as KVM's resampler reports it.
+  loop->Flush();
+  EXPECT_EQ(trigger.Take(), 1u);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  resample.Signal();
+  loop->Flush();
+  EXPECT_FALSE(irqs.IsMasked(kIntx, 0));
+  // De-assign the resample fd: signalling it no longer unmasks.
+  IrqSet off = Set(kIntx, kEventfd | kUnmask, 0, 1);
+  off.fds = One(UniqueFd());
+  ASSERT_EQ(Errno(Apply(irqs, std::move(off))), 0);
+  irqs.Trigger(kIntx, 0);
+  EXPECT_EQ(trigger.Take(), 1u);
+  resample.Signal();
+  loop->Flush();
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  // A non-pollable resample fd reports Watch's errno.
+  IrqSet bad = Set(kIntx, kEventfd | kUnmask, 0, 1);
+  bad.fds = One(UniqueFd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC)));
+  EXPECT_EQ(Errno(Apply(irqs, std::move(bad))), EPERM);
+}
+
+TEST(DeviceIrqsTest, MsiAssignFireDeassignAndDisable) {
+  for (uint32_t index : {kMsi, kMsix}) {
+    SCOPED_TRACE(index);
+    DeviceIrqs irqs(kCounts);
+    Efd a;
+    Efd b;
+    EXPECT_EQ(Errno(Apply(irqs, Set(index, kNone | kTrigger, 0, 1))), EINVAL);  // Not enabled.
+    std::vector<UniqueFd> fds;
+    fds.push_back(a.Dup());
+    fds.push_back(b.Dup());
+    ASSERT_EQ(Errno(Apply(irqs, Fds(index, 1, std::move(fds)))), 0);
+    irqs.Trigger(index, 1);
+    irqs.Trigger(index, 2);
+    irqs.Trigger(index, 0);  // Unassigned: dropped.
+    EXPECT_EQ(a.Take(), 1u);
+    EXPECT_EQ(b.Take(), 1u);
+    EXPECT_FALSE(irqs.IsMasked(index, 1));
+    ASSERT_EQ(Errno(Apply(irqs, Set(index, kNone | kTrigger, 0, 3))), 0);
+    EXPECT_EQ(a.Take(), 1u);
+    EXPECT_EQ(b.Take(), 1u);
+    ASSERT_EQ(Errno(Apply(irqs, Bools(index, kTrigger, 1, {0, 1}))), 0);
+    EXPECT_EQ(a.Take(), 0u);
+    EXPECT_EQ(b.Take(), 1u);
+    // De-assign vector 2 only.
+    ASSERT_EQ(Errno(Apply(irqs, Fds(index, 2, One(UniqueFd())))), 0);
+    irqs.Trigger(index, 1);
+    irqs.Trigger(index, 2);
+    EXPECT_EQ(a.Take(), 1u);
+    EXPECT_EQ(b.Take(), 0u);
+    // Count 0 disables every vector.
+    ASSERT_EQ(Errno(Apply(irqs, Set(index, kNone | kTrigger, 0, 0))), 0);
+    irqs.Trigger(index, 1);
+    EXPECT_EQ(a.Take(), 0u);
+    EXPECT_EQ(Errno(Apply(irqs, Bools(index, kTrigger, 1, {1}))), EINVAL);
+  }
+}
+
+TEST(DeviceIrqsTest, OnlyOneInterruptModeAtATime) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(Errno(Apply(irqs, Fds(kMsi, 0, One(efd.Dup())))), EINVAL);
+  EXPECT_EQ(Errno(Apply(irqs, Fds(kMsix, 0, One(efd.Dup())))), EINVAL);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 0))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsi, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), EINVAL);
+  EXPECT_EQ(Errno(Apply(irqs, Fds(kMsix, 0, One(efd.Dup())))), EINVAL);
+  EXPECT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kMask, 0, 1))), EINVAL);
+  irqs.Trigger(kIntx, 0);  // Dropped in MSI mode.
+  EXPECT_EQ(efd.Take(), 0u);
+  // ERR and REQ are independent of the mode.
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kErr, 0, One(efd.Dup())))), 0);
+  irqs.DisableAll();
+  irqs.Trigger(kMsi, 0);
+  irqs.Trigger(kErr, 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsix, 0, One(efd.Dup())))), 0);
+  irqs.Trigger(kMsix, 0);
+  EXPECT_EQ(efd.Take(), 1u);
+}
+
+TEST(DeviceIrqsTest, ErrAndReq) {
+  for (uint32_t index : {kErr, kReq}) {
+    SCOPED_TRACE(index);
+    DeviceIrqs irqs(kCounts);
+    Efd efd;
+    irqs.Trigger(index, 0);  // Nothing assigned.
+    ASSERT_EQ(Errno(Apply(irqs, Set(index, kNone | kTrigger, 0, 1))), 0);
+    ASSERT_EQ(Errno(Apply(irqs, Fds(index, 0, One(efd.Dup())))), 0);
+    irqs.Trigger(index, 0);
+    EXPECT_EQ(efd.Take(), 1u);
+    ASSERT_EQ(Errno(Apply(irqs, Set(index, kNone | kTrigger, 0, 1))), 0);
+    EXPECT_EQ(efd.Take(), 1u);
+    ASSERT_EQ(Errno(Apply(irqs, Bools(index, kTrigger, 0, {0}))), 0);
+    EXPECT_EQ(efd.Take(), 0u);
+    ASSERT_EQ(Errno(Apply(irqs, Bools(index, kTrigger, 0, {1}))), 0);
+    EXPECT_EQ(efd.Take(), 1u);
+    ASSERT_EQ(Errno(Apply(irqs, Fds(index, 0, One(UniqueFd())))), 0);
+    irqs.Trigger(index, 0);
+    EXPECT_EQ(efd.Take(), 0u);
+    ASSERT_EQ(Errno(Apply(irqs, Fds(index, 0, One(efd.Dup())))), 0);
+    ASSERT_EQ(Errno(Apply(irqs, Set(index, kNone | kTrigger, 0, 0))), 0);
+    irqs.Trigger(index, 0);
+    EXPECT_EQ(efd.Take(), 0u);
+  }
+}
+
+TEST(DeviceIrqsTest, ValidationRejectsOutOfRangeBeforeTheDevice) {
+  DeviceIrqs irqs(kCounts);
+  EXPECT_EQ(Errno(Apply(irqs, Set(kMsi, kNone | kTrigger, 3, 2))), EINVAL);
+  EXPECT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kMask, 0, 0))), EINVAL);
+}
+
+TEST(DeviceIrqsTest, ConcurrentTriggersWhileReassigning) {
+  auto loop = VirqfdLoop::Create();
+  ASSERT_TRUE(loop.has_value());
+  ASSERT_TRUE(loop->Start().has_value());
+  DeviceIrqs irqs(kCounts, &*loop);
+  Efd msix;
+  Efd resample;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> devices;
+  for (int t = 0; t < 3; ++t) {
+    devices.emplace_back([&, t] {
+      while (!stop) {
+        irqs.Trigger(kMsix, static_cast<uint32_t>(t));
+        irqs.Trigger(kIntx, 0);
+        (void)irqs.IsMasked(kIntx, 0);
+        (void)irqs.Pending(kIntx, 0);
+      }
+    });
+  }
+  std::thread resampler([&] {
+    while (!stop) resample.Signal();
+  });
+  for (int i = 0; i < 300; ++i) {
+    if (i % 2 == 0) {
+      std::vector<UniqueFd> fds;
+      for (int v = 0; v < 3; ++v) fds.push_back(msix.Dup());
+      ASSERT_EQ(Errno(Apply(irqs, Fds(kMsix, 0, std::move(fds)))), 0);
+      ASSERT_EQ(Errno(Apply(irqs, Set(kMsix, kNone | kTrigger, 0, 0))), 0);
+    } else {
+      ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(msix.Dup())))), 0);
+      IrqSet set = Set(kIntx, kEventfd | kUnmask, 0, 1);
+      set.fds = One(resample.Dup());
+      ASSERT_EQ(Errno(Apply(irqs, std::move(set))), 0);
+      ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+      if (i % 3 == 0) irqs.DisableAll();
+      else ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 0))), 0);
+    }
+    msix.Take();
+  }
+  stop = true;
+  for (auto& t : devices) t.join();
+  resampler.join();
+  loop->Flush();
+}
+
+}  // namespace
+}  // namespace umdev::irq
