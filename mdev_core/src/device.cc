@@ -239,50 +239,36 @@ DeviceFile::~DeviceFile() {
   if (on_close_) on_close_();
 }
 
-Result<DeviceInfo> DeviceFile::GetInfo() {
-  DeviceInfo info;
+
+template <typename T, typename F>
+Result<T> DeviceFile::CallFor(F&& fn) {
+  T value{};
   UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
-    info = ops.GetInfo();
+    UMDEV_ASSIGN_OR_RETURN(value, fn(ops));
     return {};
   }));
-  return info;
+  return value;
+}
+
+Result<DeviceInfo> DeviceFile::GetInfo() {
+  return CallFor<DeviceInfo>([](DeviceOps& ops) -> Result<DeviceInfo> { return ops.GetInfo(); });
 }
 
 Result<RegionInfo> DeviceFile::GetRegionInfo(uint32_t index) {
-  RegionInfo info;
-  UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
-    UMDEV_ASSIGN_OR_RETURN(info, ops.GetRegionInfo(index));
-    return {};
-  }));
-  return info;
+  return CallFor<RegionInfo>([&](DeviceOps& ops) { return ops.GetRegionInfo(index); });
 }
 
 Result<size_t> DeviceFile::RegionRead(uint32_t index, uint64_t offset, std::span<std::byte> out) {
-  size_t done = 0;
-  UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
-    UMDEV_ASSIGN_OR_RETURN(done, ops.RegionRead(index, offset, out));
-    return {};
-  }));
-  return done;
+  return CallFor<size_t>([&](DeviceOps& ops) { return ops.RegionRead(index, offset, out); });
 }
 
 Result<size_t> DeviceFile::RegionWrite(uint32_t index, uint64_t offset,
                                        std::span<const std::byte> data) {
-  size_t done = 0;
-  UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
-    UMDEV_ASSIGN_OR_RETURN(done, ops.RegionWrite(index, offset, data));
-    return {};
-  }));
-  return done;
+  return CallFor<size_t>([&](DeviceOps& ops) { return ops.RegionWrite(index, offset, data); });
 }
 
 Result<IrqInfo> DeviceFile::GetIrqInfo(uint32_t index) {
-  IrqInfo info;
-  UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
-    UMDEV_ASSIGN_OR_RETURN(info, ops.GetIrqInfo(index));
-    return {};
-  }));
-  return info;
+  return CallFor<IrqInfo>([&](DeviceOps& ops) { return ops.GetIrqInfo(index); });
 }
 
 Result<void> DeviceFile::SetIrqs(IrqSet& set) {

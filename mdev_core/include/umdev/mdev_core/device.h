@@ -133,6 +133,9 @@ class DeviceFile {
   DeviceFile(std::shared_ptr<Device> device, std::shared_ptr<IommuBackend> iommu,
              std::shared_ptr<void> keepalive, uint64_t generation,
              std::function<void()> on_close);
+  // Device::Call() for a vendor call that returns a value.
+  template <typename T, typename F>
+  Result<T> CallFor(F&& fn);
 
   std::shared_ptr<Device> device_;
   std::shared_ptr<IommuBackend> iommu_;
