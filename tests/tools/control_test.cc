@@ -10,7 +10,10 @@
 #include <linux/vfio.h>
 
 #include <cstdlib>
+#include <chrono>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
 #include "fakes/test_parent.h"
 #include "umdev/control/client.h"
@@ -125,6 +128,34 @@ TEST(ControlServerTest, InvalidJsonAndOverlongLinesGetErrorReplies) {
   EXPECT_EQ(Json::parse(rest.substr(0, rest.find('\n')))["errno"], E2BIG);  // Then closed.
   // The server keeps serving others.
   EXPECT_TRUE(ControlClient::Connect(path)->Call({{"cmd", "types"}}).has_value());
+  server.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ControlServerTest, ConnectionsPastTheCapAreRefusedWithEbusy) {
+  Registry registry;
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-cap-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "control.sock").string();
+  ControlServer server(registry, path);
+  ASSERT_TRUE(server.Start().has_value());
+  // Each held client has completed a call, so the server counts it as open.
+  std::vector<ControlClient> held;
+  for (size_t i = 0; i < ControlServer::kMaxConnections; ++i) {
+    held.push_back(ControlClient::Connect(path).value());
+    ASSERT_TRUE(held.back().Call({{"cmd", "list"}}).has_value());
+  }
+  auto refused = ControlClient::Connect(path).value().Call({{"cmd", "list"}});
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, EBUSY);
+  held.pop_back();  // A slot frees once the server sees the disconnect.
+  bool served = false;
+  for (int attempt = 0; attempt < 200 && !served; ++attempt) {
+    served = ControlClient::Connect(path).value().Call({{"cmd", "list"}}).has_value();
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(served);
+  held.clear();
   server.Stop();
   std::filesystem::remove_all(dir);
 }
