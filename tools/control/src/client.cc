@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "umdev/common/unix_address.h"
@@ -27,6 +28,9 @@ Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request) {
   for (std::string_view rest = line; !rest.empty();) {
     const ssize_t n = ::send(fd_.get(), rest.data(), rest.size(), MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    // A daemon that refuses the connection answers and closes before reading
+    // the request; its reply is still queued for us, so go and read it.
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
     if (n < 0) return FailErrno("send to umdevd");
     rest.remove_prefix(static_cast<size_t>(n));
   }
