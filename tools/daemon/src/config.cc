@@ -6,10 +6,51 @@
 namespace umdev::daemon {
 namespace {
 
+// The "vfio_user" object: socket ownership, peer allow-list, loop threads.
+Result<void> ParseVfioUser(const nlohmann::json& value, VfioUserConfig& out) {
+  if (!value.is_object()) return Fail(EINVAL, "config: \"vfio_user\" must be an object");
+  for (const auto& [key, item] : value.items()) {
+    auto unsigned_value = [&](uint64_t max) -> Result<uint64_t> {
+      if (!item.is_number_unsigned() || item.get<uint64_t>() > max) {
+        return Fail(EINVAL, fmt::format("config: vfio_user \"{}\" must be an integer in 0..{}",
+                                        key, max));
+      }
+      return item.get<uint64_t>();
+    };
+    if (key == "threads") {
+      UMDEV_ASSIGN_OR_RETURN(uint64_t n, unsigned_value(64));
+      if (n == 0) return Fail(EINVAL, "config: vfio_user \"threads\" must be at least 1");
+      out.threads = static_cast<unsigned>(n);
+    } else if (key == "message_timeout_ms") {
+      UMDEV_ASSIGN_OR_RETURN(uint64_t n, unsigned_value(600000));
+      if (n == 0) return Fail(EINVAL, "config: vfio_user \"message_timeout_ms\" must be positive");
+      out.message_timeout = std::chrono::milliseconds(n);
+    } else if (key == "socket_uid") {
+      UMDEV_ASSIGN_OR_RETURN(uint64_t n, unsigned_value(0xfffffffe));
+      out.socket_uid = static_cast<uid_t>(n);
+    } else if (key == "socket_gid") {
+      UMDEV_ASSIGN_OR_RETURN(uint64_t n, unsigned_value(0xfffffffe));
+      out.socket_gid = static_cast<gid_t>(n);
+    } else if (key == "allowed_uids") {
+      if (!item.is_array()) return Fail(EINVAL, "config: vfio_user \"allowed_uids\" must be an array");
+      for (const auto& uid : item) {
+        if (!uid.is_number_unsigned() || uid.get<uint64_t>() > 0xfffffffe) {
+          return Fail(EINVAL, "config: vfio_user \"allowed_uids\" holds uids");
+        }
+        out.allowed_uids.push_back(static_cast<uid_t>(uid.get<uint64_t>()));
+      }
+    } else {
+      return Fail(EINVAL, fmt::format("config: unknown vfio_user key \"{}\"", key));
+    }
+  }
+  return {};
+}
+
 // Parents appear here as their vendor drivers land (serial, GPU slicing).
 constexpr std::string_view kDefaultConfig = R"({
   "log_level": "info",
   "limits": { "removal_timeout_ms": 10000, "max_dma_mappings": 65535 },
+  "vfio_user": { "threads": 2, "message_timeout_ms": 5000 },
   "parents": []
 }
 )";
@@ -46,6 +87,8 @@ Result<Config> ParseConfig(std::string_view text) {
           return Fail(EINVAL, fmt::format("config: unknown or out-of-range limit \"{}\"", limit));
         }
       }
+    } else if (key == "vfio_user") {
+      UMDEV_TRY(ParseVfioUser(value, config.vfio_user));
     } else if (key == "parents") {
       if (!value.is_array()) return Fail(EINVAL, "config: \"parents\" must be an array");
       for (const auto& entry : value) {

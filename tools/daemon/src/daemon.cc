@@ -26,7 +26,9 @@ Result<void> Daemon::LockStateDir() {
   std::error_code ec;
   std::filesystem::create_directories(options_.state_dir, ec);
   if (ec) return Fail(ec.value(), "create state dir " + options_.state_dir);
-  ::chmod(options_.state_dir.c_str(), 0700);
+  // Others may traverse (not list) it to reach a vfio-user socket whose
+  // owner the config set; every socket in it is 0600.
+  ::chmod(options_.state_dir.c_str(), 0711);
   const std::string path = options_.state_dir + "/umdevd.lock";
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) return FailErrno("open " + path);
@@ -74,6 +76,17 @@ Result<void> Daemon::Start() {
   if (config.container_locked_bytes != 0) limits.container_locked_limit = config.container_locked_bytes;
   UMDEV_TRY(registry_->iommu_drivers().Register(
       std::make_shared<pinning::Type1Driver>(std::move(account), limits)));
+  // The server observes the registry before parents exist, so instances
+  // made at any time get a socket.
+  vfio_user::ServerOptions server;
+  server.socket_dir = options_.state_dir + "/vfio-user";
+  server.threads = config.vfio_user.threads;
+  server.message_timeout = config.vfio_user.message_timeout;
+  server.socket_uid = config.vfio_user.socket_uid;
+  server.socket_gid = config.vfio_user.socket_gid;
+  server.allowed_uids = config.vfio_user.allowed_uids;
+  vfio_user_ = std::make_unique<vfio_user::Server>(*registry_, std::move(server));
+  UMDEV_TRY(vfio_user_->Start());
   UMDEV_TRY(RegisterParents());
   control_ = std::make_unique<control::ControlServer>(*registry_,
                                                       options_.state_dir + "/control.sock");
@@ -85,6 +98,8 @@ Result<void> Daemon::Start() {
 void Daemon::Stop() {
   if (control_ != nullptr) control_->Stop();
   control_.reset();
+  if (vfio_user_ != nullptr) vfio_user_->Stop();  // Clients go before their devices.
+  vfio_user_.reset();
   registry_.reset();  // Unregisters every parent and removes their instances.
   lock_fd_.Reset();
 }

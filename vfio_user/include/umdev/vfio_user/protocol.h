@@ -94,10 +94,20 @@ struct DeviceInfoPayload {
 };
 static_assert(sizeof(DeviceInfoPayload) == 16);
 
-// GET_REGION_INFO, GET_IRQ_INFO and SET_IRQS use the kernel's structs.
+// GET_REGION_INFO and GET_IRQ_INFO use the kernel's structs.
 static_assert(sizeof(vfio_region_info) == 32);
 static_assert(sizeof(vfio_irq_info) == 16);
-static_assert(sizeof(vfio_irq_set) == 20);
+
+// SET_IRQS: the kernel's vfio_irq_set without its flexible data member;
+// DATA_BOOL bytes follow it, DATA_EVENTFD fds come as SCM_RIGHTS.
+struct IrqSetPayload {
+  uint32_t argsz = 0;
+  uint32_t flags = 0;
+  uint32_t index = 0;
+  uint32_t start = 0;
+  uint32_t count = 0;
+};
+static_assert(sizeof(IrqSetPayload) == sizeof(vfio_irq_set));
 
 struct RegionIoFdsPayload {
   uint32_t argsz = 0;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,12 +16,22 @@
 #include "umdev/common/unique_fd.h"
 #include "umdev/control/server.h"
 #include "umdev/mdev_core/registry.h"
+#include "umdev/vfio_user/server.h"
 
 namespace umdev::daemon {
 
 // Builds one parent from its entry in the "parents" array of the config.
 using ParentFactory =
     std::function<Result<std::shared_ptr<ParentDriver>>(const nlohmann::json& entry)>;
+
+// The "vfio_user" section: how device sockets are served.
+struct VfioUserConfig {
+  unsigned threads = 2;
+  std::chrono::milliseconds message_timeout{5000};
+  std::optional<uid_t> socket_uid;  // Socket owner; default the daemon's.
+  std::optional<gid_t> socket_gid;
+  std::vector<uid_t> allowed_uids;  // Peers allowed; empty: the daemon's uid.
+};
 
 // The configuration, after validation.
 struct Config {
@@ -31,6 +42,7 @@ struct Config {
   // Per container; 0: no cap beyond the daemon's.
   uint64_t container_locked_bytes = 0;
   uint32_t max_dma_mappings = 65535;  // Per container (vfio-user max_dma_maps).
+  VfioUserConfig vfio_user;
   std::vector<nlohmann::json> parents;  // Each has a string "driver".
 };
 
@@ -56,7 +68,8 @@ class Daemon {
   void AddParentFactory(std::string driver, ParentFactory factory);
 
   // Creates and locks the state dir, registers the IOMMU drivers and the
-  // configured parents, and opens DIR/control.sock. Errors: EWOULDBLOCK
+  // configured parents, serves their instances over vfio-user at
+  // DIR/vfio-user/<uuid>.sock, and opens DIR/control.sock. Errors: EWOULDBLOCK
   // another umdevd holds the state dir; EINVAL unknown driver in the config;
   // the factory's, the registry's or the socket's errors.
   Result<void> Start();
@@ -65,6 +78,8 @@ class Daemon {
   void Stop();
 
   Registry& registry() { return *registry_; }
+  // Null before Start().
+  vfio_user::Server* vfio_user() { return vfio_user_.get(); }
 
  private:
   Result<void> LockStateDir();
@@ -74,6 +89,7 @@ class Daemon {
   std::map<std::string, ParentFactory> factories_;
   UniqueFd lock_fd_;
   std::unique_ptr<Registry> registry_;
+  std::unique_ptr<vfio_user::Server> vfio_user_;
   std::unique_ptr<control::ControlServer> control_;
 };
 

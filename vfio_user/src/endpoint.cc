@@ -1,0 +1,159 @@
+// Endpoint: the per-device socket, peer checks, and the session's lifetime.
+#include "endpoint.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "umdev/common/unix_address.h"
+
+namespace umdev::vfio_user {
+
+Endpoint::Endpoint(Registry& registry, Uuid uuid, std::string path, EventLoop& loop,
+                   const ServerOptions& options)
+    : registry_(registry),
+      uuid_(uuid),
+      path_(std::move(path)),
+      name_(uuid.ToString()),
+      loop_(loop),
+      options_(options),
+      allowed_uids_(options.allowed_uids) {
+  if (allowed_uids_.empty()) allowed_uids_.push_back(::geteuid());
+}
+
+Result<void> Endpoint::Open() {
+  UMDEV_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path_));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return FailErrno("socket");
+  ::unlink(path_.c_str());  // A leftover of a daemon that died: the state-dir lock is ours.
+  // Bound under a 0177 umask, so the socket is never open to others, not even briefly.
+  const mode_t old_mask = ::umask(0177);
+  const int bound = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::umask(old_mask);
+  if (bound != 0) return FailErrno("bind " + path_);
+  if (options_.socket_uid || options_.socket_gid) {
+    const uid_t uid = options_.socket_uid.value_or(static_cast<uid_t>(-1));
+    const gid_t gid = options_.socket_gid.value_or(static_cast<gid_t>(-1));
+    if (::chown(path_.c_str(), uid, gid) != 0) {
+      auto error = FailErrno("chown " + path_);
+      ::unlink(path_.c_str());
+      return error;
+    }
+  }
+  if (::listen(fd.get(), 4) != 0) {
+    auto error = FailErrno("listen " + path_);
+    ::unlink(path_.c_str());
+    return error;
+  }
+  Result<void> watched;
+  loop_.RunSync([&] {
+    listener_ = std::move(fd);
+    auto id = loop_.Watch(listener_.get(), [this](uint32_t) { OnAcceptable(); });
+    if (!id.has_value()) {
+      watched = std::unexpected(id.error());
+      listener_.Reset();
+      return;
+    }
+    listen_watch_ = *id;
+  });
+  if (!watched.has_value()) ::unlink(path_.c_str());
+  return watched;
+}
+
+void Endpoint::Close() {
+  loop_.RunSync([this] {
+    if (closed_) return;
+    closed_ = true;
+    DropSession();
+    if (listener_) {
+      loop_.Unwatch(listen_watch_);
+      listener_.Reset();
+      ::unlink(path_.c_str());
+    }
+  });
+}
+
+void Endpoint::SetAllowedUids(std::vector<uid_t> uids) {
+  MutexLock lock(mu_);
+  allowed_uids_ = std::move(uids);
+}
+
+Result<void> Endpoint::CheckPeer(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return FailErrno("SO_PEERCRED");
+  }
+  MutexLock lock(mu_);
+  if (std::find(allowed_uids_.begin(), allowed_uids_.end(), cred.uid) == allowed_uids_.end()) {
+    return Fail(EACCES, fmt::format("peer pid {} uid {} is not on the device's allow-list",
+                                    cred.pid, cred.uid));
+  }
+  return {};
+}
+
+void Endpoint::OnAcceptable() {
+  UniqueFd socket(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!socket) return;  // EAGAIN, or a client that left at once.
+  if (session_) {
+    spdlog::warn("vfio-user: {}: refused a second client: one is attached already", name_);
+    return;
+  }
+  if (auto allowed = CheckPeer(socket.get()); !allowed.has_value()) {
+    spdlog::warn("vfio-user: {}: refused a client: {}", name_, allowed.error().Describe());
+    return;
+  }
+  auto session = Attach(std::move(socket));
+  if (!session.has_value()) {
+    spdlog::warn("vfio-user: {}: refused a client: {}", name_, session.error().Describe());
+    return;
+  }
+  auto id = loop_.Watch((*session)->fd(), [this](uint32_t) { OnSessionReadable(); });
+  if (!id.has_value()) {
+    spdlog::error("vfio-user: {}: cannot watch the client: {}", name_, id.error().Describe());
+    return;  // The session closes and unmaps as it goes out of scope.
+  }
+  session_watch_ = *id;
+  session_ = std::move(*session);
+  connected_ = true;
+  spdlog::info("vfio-user: {}: client attached", name_);
+}
+
+Result<std::unique_ptr<Session>> Endpoint::Attach(UniqueFd socket) {
+  // A stalled client must not hold the loop: sends give up after the
+  // message timeout and the client is dropped.
+  const auto ms = options_.message_timeout.count();
+  timeval timeout{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  if (::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout)) != 0) {
+    return FailErrno("SO_SNDTIMEO");
+  }
+  UMDEV_ASSIGN_OR_RETURN(auto group, registry_.FindGroupOf(uuid_));
+  UMDEV_ASSIGN_OR_RETURN(auto space,
+                         AddressSpace::Create(registry_.iommu_drivers(), VFIO_TYPE1v2_IOMMU));
+  UMDEV_ASSIGN_OR_RETURN(auto file, OpenDeviceCdev(group, space));
+  SessionLimits limits;
+  limits.message_timeout = options_.message_timeout;
+  limits.max_msg_fds = options_.max_msg_fds;
+  limits.max_data_xfer_size = options_.max_data_xfer_size;
+  return std::make_unique<Session>(name_, std::move(socket), std::move(file), std::move(space),
+                                   loop_, limits);
+}
+
+void Endpoint::OnSessionReadable() {
+  if (session_ && !session_->OnReadable()) DropSession();
+}
+
+void Endpoint::DropSession() {
+  if (!session_) return;
+  loop_.Unwatch(session_watch_);
+  session_.reset();
+  connected_ = false;
+}
+
+}  // namespace umdev::vfio_user

@@ -1,0 +1,124 @@
+// Server: the loop pool and one endpoint per mdev instance, kept in step
+// with the registry.
+#include "umdev/vfio_user/server.h"
+
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "endpoint.h"
+#include "event_loop.h"
+
+namespace umdev::vfio_user {
+
+Server::Server(Registry& registry, ServerOptions options)
+    : registry_(registry), options_(std::move(options)) {}
+
+Server::~Server() { Stop(); }
+
+std::string Server::SocketPath(const Uuid& uuid) const {
+  return (std::filesystem::path(options_.socket_dir) / (uuid.ToString() + ".sock")).string();
+}
+
+Result<void> Server::Start() {
+  {
+    MutexLock lock(mu_);
+    if (started_) return Fail(EBUSY, "vfio-user server already started");
+  }
+  std::error_code error;
+  std::filesystem::create_directories(options_.socket_dir, error);
+  if (error) return Fail(error.value(), "create " + options_.socket_dir);
+  const unsigned threads = std::max(1u, options_.threads);
+  for (unsigned i = 0; i < threads; ++i) {
+    UMDEV_ASSIGN_OR_RETURN(auto loop, EventLoop::Create(fmt::format("vfio-user-{}", i)));
+    loop->Start();
+    loops_.push_back(std::move(loop));
+  }
+  {
+    MutexLock lock(mu_);
+    started_ = true;
+  }
+  // Observe first, then add what exists: an instance created in between is
+  // seen twice, and AddEndpoint ignores the second.
+  registry_.AddObserver(this);
+  for (const MdevStatus& mdev : registry_.Mdevs()) {
+    if (auto added = AddEndpoint(mdev.uuid); !added.has_value()) {
+      Stop();
+      return added;
+    }
+  }
+  spdlog::info("vfio-user: serving devices under {} with {} threads", options_.socket_dir,
+               threads);
+  return {};
+}
+
+void Server::Stop() {
+  std::map<Uuid, std::shared_ptr<Endpoint>> endpoints;
+  {
+    MutexLock lock(mu_);
+    if (!started_) return;
+    started_ = false;
+    endpoints.swap(endpoints_);
+  }
+  registry_.RemoveObserver(this);
+  for (auto& [uuid, endpoint] : endpoints) endpoint->Close();
+  endpoints.clear();
+  for (auto& loop : loops_) loop->Stop();
+  loops_.clear();
+}
+
+Result<void> Server::AddEndpoint(const Uuid& uuid) {
+  std::shared_ptr<Endpoint> endpoint;
+  {
+    MutexLock lock(mu_);
+    if (!started_ || endpoints_.contains(uuid)) return {};
+    EventLoop& loop = *loops_[next_loop_++ % loops_.size()];
+    endpoint = std::make_shared<Endpoint>(registry_, uuid, SocketPath(uuid), loop, options_);
+    endpoints_.emplace(uuid, endpoint);
+  }
+  if (auto opened = endpoint->Open(); !opened.has_value()) {
+    MutexLock lock(mu_);
+    endpoints_.erase(uuid);
+    return std::unexpected(Wrap(opened.error(), "vfio-user socket for " + uuid.ToString()));
+  }
+  return {};
+}
+
+void Server::RemoveEndpoint(const Uuid& uuid) {
+  std::shared_ptr<Endpoint> endpoint;
+  {
+    MutexLock lock(mu_);
+    auto it = endpoints_.find(uuid);
+    if (it == endpoints_.end()) return;
+    endpoint = std::move(it->second);
+    endpoints_.erase(it);
+  }
+  endpoint->Close();
+}
+
+void Server::OnMdevCreated(const MdevStatus& mdev) {
+  if (auto added = AddEndpoint(mdev.uuid); !added.has_value()) {
+    spdlog::error("vfio-user: {}", added.error().Describe());
+  }
+}
+
+void Server::OnMdevRemoved(const MdevStatus& mdev) { RemoveEndpoint(mdev.uuid); }
+
+Result<void> Server::SetAllowedUids(const Uuid& uuid, std::vector<uid_t> uids) {
+  MutexLock lock(mu_);
+  auto it = endpoints_.find(uuid);
+  if (it == endpoints_.end()) return Fail(ENODEV, "no vfio-user device " + uuid.ToString());
+  it->second->SetAllowedUids(std::move(uids));
+  return {};
+}
+
+bool Server::IsConnected(const Uuid& uuid) const {
+  MutexLock lock(mu_);
+  auto it = endpoints_.find(uuid);
+  return it != endpoints_.end() && it->second->connected();
+}
+
+}  // namespace umdev::vfio_user
