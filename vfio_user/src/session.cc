@@ -97,6 +97,8 @@ void Session::Dispatch(Message& message) {
                   message.fds.size());
   }
   Result<Reply> reply = Handle(message);
+  // Fds the handler did not keep are closed before the client hears back.
+  message.fds.clear();
   if (!reply.has_value()) {
     spdlog::debug("vfio-user: {}: {} failed: {}", name_, CommandName(header.command),
                   reply.error().Describe());
