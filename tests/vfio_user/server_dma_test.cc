@@ -1,0 +1,185 @@
+// Message DMA issued from inside a command (a vendor that copies guest
+// memory synchronously while handling a register write), and many clients
+// at once on the server's loop pool.
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "server_fixture.h"
+
+namespace umdev::vfio_user::testing {
+namespace {
+
+// Writing an IOVA (8 bytes) at config offset 0 makes the device read 4 bytes
+// of guest memory there at once, on the caller's thread; they read back at 8.
+class SyncDmaDevice final : public DeviceOps {
+ public:
+  explicit SyncDmaDevice(DmaAccess& dma) : dma_(dma) {}
+  DeviceInfo GetInfo() override { return DeviceInfo{}; }
+  Result<RegionInfo> GetRegionInfo(uint32_t index) override {
+    if (index >= VFIO_PCI_NUM_REGIONS) return Fail(EINVAL, "index");
+    RegionInfo info;
+    if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
+      info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+      info.size = 256;
+    }
+    return info;
+  }
+  Result<size_t> RegionRead(uint32_t index, uint64_t offset, std::span<std::byte> out) override {
+    if (index != VFIO_PCI_CONFIG_REGION_INDEX || offset != 8 || out.size() != 4) {
+      return Fail(EINVAL, "read");
+    }
+    std::memcpy(out.data(), &last_, 4);
+    return out.size();
+  }
+  Result<size_t> RegionWrite(uint32_t index, uint64_t offset,
+                             std::span<const std::byte> data) override {
+    if (index != VFIO_PCI_CONFIG_REGION_INDEX || offset != 0 || data.size() != 8) {
+      return Fail(EINVAL, "write");
+    }
+    uint64_t iova;
+    std::memcpy(&iova, data.data(), 8);
+    uint32_t value = 0;
+    UMDEV_TRY(dma_.DmaRead(iova, std::as_writable_bytes(std::span(&value, 1))));
+    last_ = value;
+    return data.size();
+  }
+  Result<IrqInfo> GetIrqInfo(uint32_t index) override {
+    if (index >= VFIO_PCI_NUM_IRQS) return Fail(EINVAL, "index");
+    return IrqInfo{VFIO_IRQ_INFO_EVENTFD, 0};
+  }
+  Result<void> SetIrqs(IrqSet&) override { return {}; }
+  Result<void> Reset() override { return {}; }
+
+ private:
+  DmaAccess& dma_;
+  std::atomic<uint32_t> last_{0};
+};
+
+class SyncDmaParent final : public ParentDriver {
+ public:
+  std::string parent_name() const override { return "sync_dma"; }
+  std::string driver_name() const override { return "sync"; }
+  std::vector<MdevTypeSpec> types() const override { return {{"1", "", ""}}; }
+  unsigned max_instances() const override { return 4; }
+  Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override {
+    return std::make_unique<SyncDmaDevice>(context.dma);
+  }
+};
+
+TEST_F(ServerTest, DmaFromInsideACommandIsServedWhileTheClientKeepsSending) {
+  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
+  const Uuid uuid = Uuid::Generate();
+  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
+  auto connected = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(connected.has_value());
+  RawPeer& peer = *connected;
+  ASSERT_EQ(RawPeer::ErrorOf(peer.Negotiate()), 0);
+  ASSERT_EQ(RawPeer::ErrorOf(peer.Call(Command::kDmaMap,
+                                       Payload(DmaMapPayload{32, kProtRead, 0, 0x5000, 0x1000}))),
+            0);
+  // The write makes the device DMA before the write is answered.
+  const uint16_t write_id = peer.Send(
+      Command::kRegionWrite,
+      Payload(RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 8}, uint64_t{0x5010}));
+  auto dma = peer.Receive();
+  ASSERT_TRUE(dma.has_value());
+  ASSERT_EQ(dma->header.command, static_cast<uint16_t>(Command::kDmaRead));
+  // Before answering, the client sends another command: it must be served
+  // after the write, in order, not lost.
+  const uint16_t read_id = peer.Send(
+      Command::kRegionRead, Payload(RegionAccessPayload{8, VFIO_PCI_CONFIG_REGION_INDEX, 4}));
+  Header reply = dma->header;
+  reply.flags = kTypeReply;
+  ASSERT_TRUE(SendMessage(peer.fd(), reply,
+                          Payload(DmaAccessPayload{0x5010, 4}, uint32_t{0xcafef00d})));
+  auto write_reply = peer.Receive();
+  ASSERT_TRUE(write_reply.has_value());
+  EXPECT_EQ(write_reply->header.msg_id, write_id);
+  EXPECT_EQ(RawPeer::ErrorOf(*write_reply), 0);
+  auto read_reply = peer.Receive();
+  ASSERT_TRUE(read_reply.has_value());
+  EXPECT_EQ(read_reply->header.msg_id, read_id);
+  EXPECT_EQ(*LoadPayload<uint32_t>(read_reply->payload, 16), 0xcafef00du);
+}
+
+class ShortTimeoutServerTest : public ServerTest {
+ protected:
+  ShortTimeoutServerTest() { message_timeout_ = std::chrono::milliseconds(200); }
+};
+
+TEST_F(ShortTimeoutServerTest, UnansweredDmaTimesOutAndTheCommandFails) {
+  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
+  const Uuid uuid = Uuid::Generate();
+  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
+  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(peer.has_value());
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDmaMap,
+                                        Payload(DmaMapPayload{32, kProtRead, 0, 0, 0x1000}))),
+            0);
+  const uint16_t id = peer->Send(
+      Command::kRegionWrite,
+      Payload(RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 8}, uint64_t{0}));
+  auto dma = peer->Receive();
+  ASSERT_TRUE(dma.has_value());  // Never answered.
+  auto reply = peer->Receive();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->header.msg_id, id);
+  EXPECT_EQ(RawPeer::ErrorOf(*reply), ETIMEDOUT);
+  // A late reply to the timed-out request is dropped; the session goes on.
+  Header late = dma->header;
+  late.flags = kTypeReply;
+  ASSERT_TRUE(SendMessage(peer->fd(), late, Payload(DmaAccessPayload{0, 4}, uint32_t{1})));
+  EXPECT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDeviceReset, {})), 0);
+}
+
+TEST_F(ServerTest, ManyDevicesServeTheirClientsConcurrently) {
+  constexpr int kDevices = 4;  // The test parent's capacity.
+  umdev::testing::TestParentDriver::Options churn_options;
+  churn_options.parent_name = "churn";
+  ASSERT_TRUE(registry_->RegisterParent(
+      std::make_shared<umdev::testing::TestParentDriver>(churn_options)));
+  std::vector<Uuid> uuids;
+  for (int i = 0; i < kDevices - 1; ++i) {
+    uuids.push_back(Uuid::Generate());
+    ASSERT_TRUE(registry_->CreateMdev("test_parent", i % 2 ? "test-a" : "test-b", uuids.back()));
+  }
+  uuids.push_back(uuid_);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kDevices; ++i) {
+    clients.emplace_back([&, i] {
+      auto peer = RawPeer::Connect(server_->SocketPath(uuids[i]));
+      if (!peer.has_value() || RawPeer::ErrorOf(peer->Negotiate()) != 0) {
+        ++failures;
+        return;
+      }
+      for (uint32_t n = 0; n < 200; ++n) {
+        const uint32_t value = n * 7 + static_cast<uint32_t>(i);
+        peer->Call(Command::kRegionWrite,
+                   Payload(RegionAccessPayload{0x40, VFIO_PCI_CONFIG_REGION_INDEX, 4}, value));
+        Message read = peer->Call(Command::kRegionRead,
+                                  Payload(RegionAccessPayload{0x40, VFIO_PCI_CONFIG_REGION_INDEX, 4}));
+        auto got = LoadPayload<uint32_t>(read.payload, 16);
+        if (!got || *got != value) ++failures;
+      }
+    });
+  }
+  // Meanwhile instances come and go on another parent's behalf.
+  std::thread churn([&] {
+    for (int n = 0; n < 20; ++n) {
+      const Uuid extra = Uuid::Generate();
+      if (!registry_->CreateMdev("churn", "test-b", extra).has_value() ||
+          !registry_->RemoveMdev(extra).has_value()) {
+        ++failures;
+      }
+    }
+  });
+  for (auto& client : clients) client.join();
+  churn.join();
+  EXPECT_EQ(failures, 0);
+}
+
+}  // namespace
+}  // namespace umdev::vfio_user::testing
