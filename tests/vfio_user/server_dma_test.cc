@@ -183,3 +183,26 @@ TEST_F(ServerTest, ManyDevicesServeTheirClientsConcurrently) {
 
 }  // namespace
 }  // namespace umdev::vfio_user::testing
+
+namespace umdev::vfio_user::testing {
+namespace {
+
+TEST_F(ShortTimeoutServerTest, ClientThatStopsReadingRepliesIsDropped) {
+  RawPeer peer = ConnectAndNegotiate();
+  // Replies of 256 bytes pile up unread until the socket buffers are full.
+  const auto request = Payload(RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 256});
+  for (uint16_t id = 100; id < 20000; ++id) {
+    const Header header{id, static_cast<uint16_t>(Command::kRegionRead), 0, kTypeCommand, 0};
+    // Fails with ECONNRESET once the server has given up on us.
+    if (!SendMessage(peer.fd(), header, request).has_value()) break;
+  }
+  for (int i = 0; i < 500 && server_->IsConnected(uuid_); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(server_->IsConnected(uuid_));
+  RawPeer next = ConnectAndNegotiate();
+  EXPECT_EQ(RawPeer::ErrorOf(next.Call(Command::kDeviceReset, {})), 0);
+}
+
+}  // namespace
+}  // namespace umdev::vfio_user::testing

@@ -59,6 +59,7 @@ bool Session::OnReadable() {
     }
     if (!next->has_value()) return true;
     Dispatch(**next);
+    if (send_failed_) return false;
   }
 }
 
@@ -170,8 +171,10 @@ void Session::SendReply(const Header& request, const Result<Reply>& reply) {
     sent = Send(header, {});
   }
   if (!sent.has_value()) {
-    spdlog::warn("vfio-user: {}: reply to {} not sent: {}", name_, CommandName(request.command),
-                 sent.error().Describe());
+    // A client that does not take its replies (send timeout) or is gone.
+    spdlog::warn("vfio-user: {}: reply to {} not sent, dropping the client: {}", name_,
+                 CommandName(request.command), sent.error().Describe());
+    send_failed_ = true;
   }
 }
 

@@ -99,6 +99,7 @@ class Session final : private DmaMessageChannel {
   MessageReader reader_;
   std::deque<Message> deferred_;
   bool negotiated_ = false;
+  bool send_failed_ = false;
   // Written at VERSION, read by DMA from device threads.
   std::atomic<uint64_t> peer_max_xfer_{1u << 20};
 
