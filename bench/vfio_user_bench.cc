@@ -1,0 +1,162 @@
+// vfio_user_bench: the round trip of a trapped 4-byte register read over
+// vfio-user, as a ratio to a raw UNIX-socket ping-pong of the same sizes
+// measured in the same run.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include "fakes/test_parent.h"
+#include "umdev/common/unix_address.h"
+#include "umdev/pinning/type1_driver.h"
+#include "umdev/vfio_user/message.h"
+#include "umdev/vfio_user/server.h"
+
+namespace umdev::vfio_user {
+namespace {
+
+constexpr double kMinTime = 0.5;  // Seconds per benchmark.
+// REGION_READ of 4 bytes: a 32-byte request and a 36-byte reply.
+constexpr size_t kRequestBytes = kHeaderSize + sizeof(RegionAccessPayload);
+constexpr size_t kReplyBytes = kRequestBytes + 4;
+
+template <typename T>
+T Check(Result<T> result) {
+  if (!result.has_value()) {
+    spdlog::critical("vfio_user_bench: {}", result.error().Describe());
+    std::abort();
+  }
+  if constexpr (!std::is_void_v<T>) return std::move(result).value();
+}
+
+void WriteAll(int fd, const void* data, size_t size) {
+  if (::send(fd, data, size, MSG_NOSIGNAL) != static_cast<ssize_t>(size)) std::abort();
+}
+
+bool ReadAll(int fd, void* data, size_t size) {
+  auto* at = static_cast<char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::recv(fd, at, size, 0);
+    if (n <= 0) return false;
+    at += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// The floor: a thread echoing a 36-byte answer to each 32-byte message,
+// blocking reads and writes, no framing logic.
+void BM_RawSocketPingPong(benchmark::State& state) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) std::abort();
+  UniqueFd client(fds[0]), server(fds[1]);
+  std::thread echo([fd = server.get()] {
+    char buffer[kReplyBytes] = {};
+    while (ReadAll(fd, buffer, kRequestBytes)) WriteAll(fd, buffer, kReplyBytes);
+  });
+  char buffer[kReplyBytes] = {};
+  for (auto _ : state) {
+    WriteAll(client.get(), buffer, kRequestBytes);
+    if (!ReadAll(client.get(), buffer, kReplyBytes)) std::abort();
+  }
+  ::shutdown(client.get(), SHUT_RDWR);
+  echo.join();
+}
+
+// An in-process client: REGION_READ of 4 bytes of the device's config
+// region through the server (epoll loop, framing, validation, the core's
+// device call path, the vendor).
+void BM_ServerRegionRead4(benchmark::State& state) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   fmt::format("umdev-vu-bench-{}", ::getpid());
+  Registry registry;
+  Check(registry.iommu_drivers().Register(std::make_shared<pinning::Type1Driver>(
+      std::make_shared<pinning::LockedMemoryAccount>(1 << 20))));
+  Check(registry.RegisterParent(std::make_shared<umdev::testing::TestParentDriver>(
+      umdev::testing::TestParentDriver::Options{})));
+  Server server(registry, ServerOptions{.socket_dir = dir.string(), .threads = 1});
+  Check(server.Start());
+  const Uuid uuid = Uuid::Generate();
+  Check(registry.CreateMdev("test_parent", "test-a", uuid));
+  sockaddr_un addr = Check(UnixAddress(server.SocketPath(uuid)));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
+  MessageReader reader(1 << 20, 4);
+  std::vector<std::byte> version;
+  AppendPod(version, VersionPayload{0, 0});
+  const std::string caps = "{}";
+  AppendBytes(version, std::as_bytes(std::span(caps.c_str(), caps.size() + 1)));
+  Check(SendMessage(fd.get(), Header{1, 1, 0, kTypeCommand, 0}, version));
+  Check(ReceiveMessage(fd.get(), reader, std::chrono::seconds(5)));
+  std::vector<std::byte> request;
+  AppendPod(request, RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 4});
+  uint16_t id = 2;
+  for (auto _ : state) {
+    Check(SendMessage(fd.get(), Header{id++, 9, 0, kTypeCommand, 0}, request));
+    Message reply = Check(ReceiveMessage(fd.get(), reader, std::chrono::seconds(5)));
+    benchmark::DoNotOptimize(reply.payload.data());
+  }
+  fd.Reset();
+  server.Stop();
+  std::filesystem::remove_all(dir);
+}
+
+BENCHMARK(BM_RawSocketPingPong)->MinTime(kMinTime)->UseRealTime();
+BENCHMARK(BM_ServerRegionRead4)->MinTime(kMinTime)->UseRealTime();
+
+// Prints the table, then each round trip as a multiple of the raw ping-pong.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& reports) override {
+    ConsoleReporter::ReportRuns(reports);
+    for (const Run& run : reports) {
+      if (run.error_occurred || run.iterations == 0) continue;
+      const std::string name = run.run_name.function_name;
+      const double ns = run.real_accumulated_time * 1e9 / static_cast<double>(run.iterations);
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
+        ns_[name] = ns;
+        medians_.insert(name);
+      } else if (run.run_type == Run::RT_Iteration && !medians_.contains(name)) {
+        ns_[name] = ns;
+      }
+    }
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    auto& out = GetOutputStream();
+    const double floor = ns_["BM_RawSocketPingPong"];
+    if (floor <= 0) return;
+    out << fmt::format("\nRound trips as multiples of a raw UNIX-socket ping-pong ({:.2f} us):\n",
+                       floor / 1e3);
+    for (const auto& [name, ns] : ns_) {
+      if (name == "BM_RawSocketPingPong") continue;
+      out << fmt::format("{:<28} {:8.2f} us  {:6.2f}x\n", name, ns / 1e3, ns / floor);
+    }
+  }
+
+ private:
+  std::map<std::string, double> ns_;
+  std::set<std::string> medians_;
+};
+
+}  // namespace
+}  // namespace umdev::vfio_user
+
+int main(int argc, char** argv) {
+  spdlog::set_level(spdlog::level::warn);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  umdev::vfio_user::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
