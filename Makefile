@@ -1,7 +1,9 @@
 # umdev: the two commands a newcomer needs (as root on Debian 12).
 #   make run   installs what is missing, builds, runs umdevd with the embedded config
-#   make test  installs what is missing, builds, runs every test, then the unit
-#              tests under ASan+UBSan and the concurrency tests under TSan
+#   make test  installs what is missing, builds, builds (once, cached outside the
+#              repository) the QEMU root the end-to-end tests run, runs every
+#              test, then the unit tests under ASan+UBSan and the concurrency
+#              tests under TSan
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 # ccache keeps its cache outside the repository, shared by all build trees.
@@ -9,7 +11,7 @@ export CCACHE_DIR ?= $(HOME)/.cache/ccache
 CONFIGURE := cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DUMDEV_WERROR=ON
 CTEST := ctest -j$(JOBS) --output-on-failure --timeout 600
 
-.PHONY: all setup build run test test-regular test-asan test-tsan bench clean
+.PHONY: all setup build qemu-root run test test-regular test-asan test-tsan bench clean
 
 all: build
 
@@ -20,13 +22,21 @@ build: setup
 	$(CONFIGURE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build build -j$(JOBS)
 
+# A Debian trixie root with a QEMU that has the vfio-user-pci client; built once
+# and cached (scripts/qemu-root --help says where). Only the tests use it.
+qemu-root: setup
+	bash scripts/qemu-root
+
 run: build
 	./build/tools/umdevd --state-dir ./.umdev
 
 test: test-regular test-asan test-tsan
 
-test-regular: build
-	cd build && $(CTEST)
+# The end-to-end tests find QEMU through UMDEV_QEMU_ROOT; the sanitizer passes
+# run no QEMU and do not need it.
+test-regular: build qemu-root
+	root="$$(bash scripts/qemu-root --print-path)" && cd build && \
+	  UMDEV_QEMU_ROOT="$$root" $(CTEST)
 
 # Sanitizer passes build only the test executables their label selects.
 test-asan: setup
