@@ -143,6 +143,7 @@ Result<Reply> Session::Handle(Message& message) {
     case Command::kMigDataRead: return HandleMigDataRead(message);
     case Command::kMigDataWrite: return HandleMigDataWrite(message);
     case Command::kDeviceReset: {
+      spdlog::info("vfio-user: {}: DEVICE_RESET", name_);
       UMDEV_TRY(file_->Reset());
       return Reply{};
     }

@@ -1,0 +1,98 @@
+// UmdevdProcess: fork/exec, readiness, umdevctl, and teardown.
+#include "e2e/umdevd_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace umdev::test {
+
+Result<UmdevdProcess> UmdevdProcess::Start(const std::string& binary,
+                                           const std::filesystem::path& dir,
+                                           const std::string& config_json) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << config_json;
+  const std::string state = (dir / "state").string();
+  const std::string config = (dir / "config.json").string();
+  const std::string log = (dir / "umdevd.log").string();
+  const pid_t pid = ::fork();
+  if (pid < 0) return FailErrno("fork");
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+    }
+    ::execl(binary.c_str(), binary.c_str(), "--state-dir", state.c_str(), "--config",
+            config.c_str(), "--log-level", "debug", nullptr);
+    ::_exit(127);
+  }
+  UmdevdProcess process(dir, pid);
+  for (int i = 0; i < 1000; ++i) {
+    if (std::filesystem::exists(dir / "state" / "control.sock")) return process;
+    if (!process.running()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Fail(ETIMEDOUT, "umdevd did not start; its log:\n" + process.Log());
+}
+
+UmdevdProcess::UmdevdProcess(UmdevdProcess&& other) noexcept
+    : dir_(std::move(other.dir_)), pid_(other.pid_) {
+  other.pid_ = -1;
+}
+
+UmdevdProcess::~UmdevdProcess() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 1000; ++i) {
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+}
+
+bool UmdevdProcess::running() const {
+  return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0;
+}
+
+int UmdevdProcess::Stop() {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+std::string UmdevdProcess::Log() const {
+  std::ifstream in(dir_ / "umdevd.log");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+Result<std::string> UmdevdProcess::Ctl(const std::string& umdevctl,
+                                       const std::string& args) const {
+  const std::string command =
+      umdevctl + " --state-dir " + state_dir().string() + " " + args + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return FailErrno("popen");
+  std::string out;
+  std::array<char, 4096> chunk{};
+  for (size_t n; (n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) out.append(chunk.data(), n);
+  const int status = ::pclose(pipe);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return Fail(EIO, "umdevctl " + args + ": " + out);
+  }
+  return out;
+}
+
+}  // namespace umdev::test

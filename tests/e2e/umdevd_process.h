@@ -1,0 +1,50 @@
+// UmdevdProcess: a real umdevd (the testbed build, with the test vendors) run
+// as a child process for end-to-end tests, plus umdevctl against it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "umdev/common/error.h"
+
+namespace umdev::test {
+
+// Test thread only. The destructor stops the daemon (SIGTERM, then SIGKILL).
+class UmdevdProcess {
+ public:
+  // Writes |config_json| to DIR/config.json and starts |binary| with
+  // --state-dir DIR/state; returns once DIR/state/control.sock exists.
+  // Errors: ETIMEDOUT not ready in 10 s (the daemon's log is in the context).
+  static Result<UmdevdProcess> Start(const std::string& binary, const std::filesystem::path& dir,
+                                     const std::string& config_json);
+  UmdevdProcess(UmdevdProcess&& other) noexcept;
+  UmdevdProcess& operator=(UmdevdProcess&&) = delete;
+  UmdevdProcess(const UmdevdProcess&) = delete;
+  UmdevdProcess& operator=(const UmdevdProcess&) = delete;
+  ~UmdevdProcess();
+
+  // Runs `umdevctl --state-dir DIR/state ARGS`; returns its stdout+stderr.
+  // Errors: EIO a non-zero exit (the output is in the context).
+  Result<std::string> Ctl(const std::string& umdevctl, const std::string& args) const;
+
+  std::filesystem::path state_dir() const { return dir_ / "state"; }
+  std::filesystem::path SocketOf(const std::string& uuid) const {
+    return state_dir() / "vfio-user" / (uuid + ".sock");
+  }
+  // The daemon's stderr so far (spdlog writes there).
+  std::string Log() const;
+  bool running() const;
+  pid_t pid() const { return pid_; }
+  // SIGTERM and wait; returns the wait status.
+  int Stop();
+
+ private:
+  UmdevdProcess(std::filesystem::path dir, pid_t pid) : dir_(std::move(dir)), pid_(pid) {}
+  std::filesystem::path dir_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace umdev::test
