@@ -147,6 +147,18 @@ void Device::Unregister(std::chrono::milliseconds bound, std::chrono::millisecon
   mu_.Lock();
 }
 
+void Device::AcquireMigrationTurn() {
+  MutexLock lock(mu_);
+  while (migration_turn_taken_) changed_.Wait(mu_);
+  migration_turn_taken_ = true;
+}
+
+void Device::ReleaseMigrationTurn() {
+  MutexLock lock(mu_);
+  migration_turn_taken_ = false;
+  changed_.NotifyAll();
+}
+
 Result<void> Device::Call(uint64_t generation, const std::function<Result<void>(DeviceOps&)>& fn,
                           bool allow_broken) {
   DeviceOps* ops = nullptr;
@@ -240,16 +252,6 @@ DeviceFile::~DeviceFile() {
 }
 
 
-template <typename T, typename F>
-Result<T> DeviceFile::CallFor(F&& fn) {
-  T value{};
-  UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
-    UMDEV_ASSIGN_OR_RETURN(value, fn(ops));
-    return {};
-  }));
-  return value;
-}
-
 Result<DeviceInfo> DeviceFile::GetInfo() {
   return CallFor<DeviceInfo>([](DeviceOps& ops) -> Result<DeviceInfo> { return ops.GetInfo(); });
 }
@@ -282,8 +284,12 @@ Result<void> DeviceFile::SetIrqs(IrqSet& set) {
 }
 
 Result<void> DeviceFile::Reset() {
-  UMDEV_TRY(device_->Call(
-      generation_, [](DeviceOps& ops) { return ops.Reset(); }, /*allow_broken=*/true));
+  {
+    // A reset moves a migratable device's state; no transition may straddle it.
+    Device::MigrationTurn turn(*device_);
+    UMDEV_TRY(device_->Call(
+        generation_, [](DeviceOps& ops) { return ops.Reset(); }, /*allow_broken=*/true));
+  }
   MutexLock lock(device_->mu_);
   device_->broken_ = false;
   return {};

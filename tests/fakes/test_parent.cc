@@ -6,6 +6,26 @@
 
 namespace umdev::testing {
 
+TestDevice::TestDevice(DmaAccess& dma, std::shared_ptr<Counters> counters, bool has_listener,
+                       bool pins_pages, std::function<void()> on_remove, Features features)
+    : dma_(dma),
+      counters_(std::move(counters)),
+      has_listener_(has_listener),
+      pins_pages_(pins_pages),
+      on_remove_(std::move(on_remove)),
+      features_(features),
+      migration_(
+          features.migration_flags,
+          [this] {
+            MutexLock lock(mu_);
+            return config_;
+          },
+          [this](std::span<const std::byte> state) {
+            MutexLock lock(mu_);
+            config_.assign(state.begin(), state.end());
+            config_.resize(256);
+          }) {}
+
 TestDevice::~TestDevice() {
   ++counters_->removed;
   if (on_remove_) on_remove_();
@@ -18,6 +38,8 @@ Result<void> TestDevice::Open() {
 
 void TestDevice::Close() {
   ++counters_->closes;
+  migration_.OnReset();  // Close drops migration sessions (kernel close_device).
+  (void)migration_.Stop();
   MutexLock lock(mu_);
   pins_.clear();  // Close releases everything the user set up.
 }
@@ -75,6 +97,7 @@ Result<void> TestDevice::SetIrqs(IrqSet& set) {
 
 Result<void> TestDevice::Reset() {
   ++counters_->resets;
+  migration_.OnReset();
   MutexLock lock(mu_);
   std::fill(config_.begin(), config_.end(), std::byte{0});
   return {};
@@ -161,7 +184,8 @@ Result<std::unique_ptr<DeviceOps>> TestParentDriver::Probe(const ProbeContext& c
                                                std::erase_if(live_, [&](const Live& l) {
                                                  return l.uuid == uuid;
                                                });
-                                             });
+                                             },
+                                             options_.features);
   live_.push_back(Live{uuid, context.type.sysfs_name, device.get()});
   return std::unique_ptr<DeviceOps>(std::move(device));
 }

@@ -8,15 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "fakes/fake_migration.h"
 #include "umdev/common/mutex.h"
 #include "umdev/mdev_core/dma_access.h"
 #include "umdev/mdev_core/parent_driver.h"
 
 namespace umdev::testing {
 
+// What a TestDevice offers beyond the basics.
+struct TestDeviceFeatures {
+  uint64_t migration_flags = 0;  // VFIO_MIGRATION_*; 0: no MigrationOps.
+  bool dirty_log = false;        // Whether it has DirtyLogOps.
+};
+
 // A device with one 256-byte config region (index VFIO_PCI_CONFIG_REGION_INDEX)
 // backed by memory, INTx and REQ interrupts, and pins it drops on unmap.
-// Thread-safe.
+// Optionally migratable (its config bytes are the migrated state) and with
+// DMA logging, both through a FakeMigration. Thread-safe.
 class TestDevice final : public DeviceOps, public DmaUnmapListener {
  public:
   struct Counters {
@@ -28,13 +36,10 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
     std::atomic<int> removed{0};
   };
 
+  using Features = TestDeviceFeatures;
+
   TestDevice(DmaAccess& dma, std::shared_ptr<Counters> counters, bool has_listener,
-             bool pins_pages, std::function<void()> on_remove)
-      : dma_(dma),
-        counters_(std::move(counters)),
-        has_listener_(has_listener),
-        pins_pages_(pins_pages),
-        on_remove_(std::move(on_remove)) {}
+             bool pins_pages, std::function<void()> on_remove, Features features = {});
   ~TestDevice() override;
 
   Result<void> Open() override;
@@ -50,6 +55,10 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   void Request(unsigned count) override;
   bool pins_pages() const override { return pins_pages_; }
   DmaUnmapListener* dma_unmap_listener() override { return has_listener_ ? this : nullptr; }
+  MigrationOps* migration() override {
+    return features_.migration_flags != 0 ? &migration_ : nullptr;
+  }
+  DirtyLogOps* dirty_log() override { return features_.dirty_log ? &migration_ : nullptr; }
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;
 
   // Pins through the core and keeps the pin until unmap, close or Drop().
@@ -60,6 +69,8 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   // When set, OnDmaUnmap() keeps the pins (a misbehaving vendor).
   void set_refuse_unpin(bool refuse) { refuse_unpin_ = refuse; }
   DmaAccess& dma() { return dma_; }
+  // The migration and DMA logging behind migration() and dirty_log().
+  FakeMigration& fake_migration() { return migration_; }
 
  private:
   DmaAccess& dma_;
@@ -67,12 +78,15 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   const bool has_listener_;
   const bool pins_pages_;
   const std::function<void()> on_remove_;
+  const Features features_;
   std::atomic<bool> refuse_unpin_{false};
   mutable Mutex mu_;
   std::vector<std::byte> config_ UMDEV_GUARDED_BY(mu_) = std::vector<std::byte>(256);
   std::vector<PinnedPages> pins_ UMDEV_GUARDED_BY(mu_);
   // Shared so a stateful hook keeps its state across calls.
   std::shared_ptr<std::function<void()>> on_request_ UMDEV_GUARDED_BY(mu_);
+  // Declared last: its save/load callbacks use config_ and mu_.
+  FakeMigration migration_;
 };
 
 // A parent whose types, capacity and probe outcome the test chooses.
@@ -88,6 +102,7 @@ class TestParentDriver final : public ParentDriver {
     bool has_listener = true;
     bool pins_pages = false;  // Declared to the core at registration.
     std::string device_api = "vfio-pci";
+    TestDevice::Features features;  // Migration and DMA logging of its devices.
   };
 
   explicit TestParentDriver(Options options);

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "umdev/common/error.h"
 #include "umdev/common/mutex.h"
@@ -80,6 +81,22 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   void CloseDevice(DeviceOps& ops, const std::shared_ptr<IommuBackend>& iommu,
                    bool has_listener) UMDEV_EXCLUDES(mu_);
   void WaitIdleLocked() UMDEV_REQUIRES(mu_);
+  // One migration transition, migration data transfer or reset at a time
+  // (the kernel drivers' state mutex), held across vendor calls without
+  // holding mu_. Waiting for the turn does not count as a call in flight.
+  void AcquireMigrationTurn() UMDEV_EXCLUDES(mu_);
+  void ReleaseMigrationTurn() UMDEV_EXCLUDES(mu_);
+  // Holds the migration turn for one scope; used by DeviceFile's callers' threads.
+  class MigrationTurn {
+   public:
+    explicit MigrationTurn(Device& device) : device_(device) { device_.AcquireMigrationTurn(); }
+    ~MigrationTurn() { device_.ReleaseMigrationTurn(); }
+    MigrationTurn(const MigrationTurn&) = delete;
+    MigrationTurn& operator=(const MigrationTurn&) = delete;
+
+   private:
+    Device& device_;
+  };
 
   // DmaUnmapListener, forwarding to the vendor's.
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;
@@ -99,6 +116,7 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   bool transition_ UMDEV_GUARDED_BY(mu_) = false;
   bool removing_ UMDEV_GUARDED_BY(mu_) = false;
   bool broken_ UMDEV_GUARDED_BY(mu_) = false;
+  bool migration_turn_taken_ UMDEV_GUARDED_BY(mu_) = false;
 };
 
 // An open device (a device fd). Closing it (destruction) is the last-close
@@ -120,7 +138,50 @@ class DeviceFile {
   Result<size_t> RegionWrite(uint32_t index, uint64_t offset, std::span<const std::byte> data);
   Result<IrqInfo> GetIrqInfo(uint32_t index);
   Result<void> SetIrqs(IrqSet& set);
+  // Also takes the migration turn. The kernel expects a reset to bring a
+  // migratable device back to RUNNING, ERROR included (uapi vfio.h, "any ->
+  // ERROR"); the core forwards it and afterwards reports whatever state the
+  // vendor's GetState() says.
   Result<void> Reset();
+
+  // Migration v2 (VFIO_DEVICE_FEATURE_MIGRATION, _MIG_DEVICE_STATE,
+  // _MIG_DATA_SIZE; vfio-user MIG_DATA_READ/WRITE). Errors besides ENODEV
+  // and EIO above: ENOTTY the device has no MigrationOps (kernel
+  // vfio_ioctl_device_feature_*), the vendor's own.
+  Result<uint64_t> MigrationFlags();
+  Result<vfio_device_mig_state> GetMigrationState();
+  // Walks the arcs NextMigrationState() picks until |target|, one transition
+  // per device at a time; returns the state reached. Errors: EINVAL |target|
+  // unsupported or unreachable (ERROR, a state the flags lack, STOP_COPY ->
+  // PRE_COPY*), or the device is in ERROR (left only by Reset()); a failed
+  // arc's error, with the device wherever the vendor left it (normally
+  // ERROR). |target| equal to the current state, ERROR included, succeeds
+  // without asking for an arc, as the kernel drivers' loop does. A wire
+  // value >= kVfioStateCount (migration.h) must be refused with EINVAL
+  // before it is converted to the enum.
+  Result<vfio_device_mig_state> SetMigrationState(vfio_device_mig_state target);
+  // The estimated STOP_COPY stream size. Valid in every state (uapi vfio.h:
+  // "Can be called on each device state").
+  Result<uint64_t> MigrationDataSize();
+  // The saving stream (STOP_COPY, PRE_COPY, PRE_COPY_P2P); 0 at its end.
+  // Errors: EINVAL not in a saving state, or no MigrationOps
+  // (libvfio-user handle_mig_data_read; the kernel has no data fd then).
+  Result<size_t> MigrationRead(std::span<std::byte> out);
+  // The resuming stream. Errors: EINVAL not in RESUMING, or no MigrationOps
+  // (libvfio-user handle_mig_data_write).
+  Result<size_t> MigrationWrite(std::span<const std::byte> data);
+
+  // Device DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_*), checked as
+  // ValidateDmaLoggingStart() / DirtyBitmapWords() (dma_logging.h) do
+  // before the vendor sees it. Errors: ENOTTY no DirtyLogOps; the checks'
+  // errnos; the vendor's own (e.g. logging not started).
+  Result<void> DmaLoggingStart(std::span<const SparseMmapArea> ranges, uint64_t page_size);
+  Result<void> DmaLoggingStop();
+  // The dirty bitmap of [iova, iova + size), one bit per |page_size|, as
+  // DirtyBitmapWords() u64 words; the vendor clears what it reports. Errors
+  // also: EIO the vendor returned a bitmap of another size.
+  Result<std::vector<uint64_t>> DmaLoggingReport(uint64_t iova, uint64_t size, uint64_t page_size);
+
   // The backend this handle's DMA goes to.
   IommuBackend& iommu() const { return *iommu_; }
 
@@ -135,7 +196,14 @@ class DeviceFile {
              std::function<void()> on_close);
   // Device::Call() for a vendor call that returns a value.
   template <typename T, typename F>
-  Result<T> CallFor(F&& fn);
+  Result<T> CallFor(F&& fn) {
+    T value{};
+    UMDEV_TRY(device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
+      UMDEV_ASSIGN_OR_RETURN(value, fn(ops));
+      return {};
+    }));
+    return value;
+  }
 
   std::shared_ptr<Device> device_;
   std::shared_ptr<IommuBackend> iommu_;

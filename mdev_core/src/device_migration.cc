@@ -1,0 +1,127 @@
+// DeviceFile's migration v2 and device DMA logging calls.
+#include <fmt/format.h>
+
+#include "umdev/mdev_core/device.h"
+#include "umdev/mdev_core/dma_logging.h"
+#include "umdev/mdev_core/migration.h"
+
+namespace umdev {
+namespace {
+
+// kernel vfio_ioctl_device_feature_*: a feature the device lacks is ENOTTY.
+Result<MigrationOps*> MigrationOf(DeviceOps& ops) {
+  MigrationOps* migration = ops.migration();
+  if (migration == nullptr) return Fail(ENOTTY, "migration: not supported by the device");
+  return migration;
+}
+
+Result<DirtyLogOps*> DirtyLogOf(DeviceOps& ops) {
+  DirtyLogOps* log = ops.dirty_log();
+  if (log == nullptr) return Fail(ENOTTY, "dma logging: not supported by the device");
+  return log;
+}
+
+}  // namespace
+
+Result<uint64_t> DeviceFile::MigrationFlags() {
+  return CallFor<uint64_t>([](DeviceOps& ops) -> Result<uint64_t> {
+    UMDEV_ASSIGN_OR_RETURN(MigrationOps * migration, MigrationOf(ops));
+    return migration->flags();
+  });
+}
+
+Result<vfio_device_mig_state> DeviceFile::GetMigrationState() {
+  return CallFor<vfio_device_mig_state>([](DeviceOps& ops) -> Result<vfio_device_mig_state> {
+    UMDEV_ASSIGN_OR_RETURN(MigrationOps * migration, MigrationOf(ops));
+    return migration->GetState();
+  });
+}
+
+Result<vfio_device_mig_state> DeviceFile::SetMigrationState(vfio_device_mig_state target) {
+  Device::MigrationTurn turn(*device_);
+  // One call for the whole walk: removal waits for it rather than cutting a
+  // combination transition between two arcs.
+  return CallFor<vfio_device_mig_state>([&](DeviceOps& ops) -> Result<vfio_device_mig_state> {
+    UMDEV_ASSIGN_OR_RETURN(MigrationOps * migration, MigrationOf(ops));
+    const uint64_t flags = migration->flags();
+    vfio_device_mig_state current = migration->GetState();
+    while (current != target) {
+      UMDEV_ASSIGN_OR_RETURN(const vfio_device_mig_state next,
+                             NextMigrationState(flags, current, target));
+      if (Result<void> arc = migration->SetState(next); !arc.has_value()) {
+        return std::unexpected(
+            Wrap(arc.error(), fmt::format("migration arc {} -> {}", MigrationStateName(current),
+                                          MigrationStateName(next))));
+      }
+      current = next;
+    }
+    return current;
+  });
+}
+
+Result<uint64_t> DeviceFile::MigrationDataSize() {
+  return CallFor<uint64_t>([](DeviceOps& ops) -> Result<uint64_t> {
+    UMDEV_ASSIGN_OR_RETURN(MigrationOps * migration, MigrationOf(ops));
+    return migration->GetDataSize();
+  });
+}
+
+Result<size_t> DeviceFile::MigrationRead(std::span<std::byte> out) {
+  Device::MigrationTurn turn(*device_);
+  return CallFor<size_t>([&](DeviceOps& ops) -> Result<size_t> {
+    MigrationOps* migration = ops.migration();
+    if (migration == nullptr) return Fail(EINVAL, "migration data read: no migration support");
+    const vfio_device_mig_state state = migration->GetState();
+    if (!IsSavingState(state)) {
+      return Fail(EINVAL, fmt::format("migration data read: device in {}, not saving",
+                                      MigrationStateName(state)));
+    }
+    return migration->ReadData(out);
+  });
+}
+
+Result<size_t> DeviceFile::MigrationWrite(std::span<const std::byte> data) {
+  Device::MigrationTurn turn(*device_);
+  return CallFor<size_t>([&](DeviceOps& ops) -> Result<size_t> {
+    MigrationOps* migration = ops.migration();
+    if (migration == nullptr) return Fail(EINVAL, "migration data write: no migration support");
+    const vfio_device_mig_state state = migration->GetState();
+    if (state != VFIO_DEVICE_STATE_RESUMING) {
+      return Fail(EINVAL, fmt::format("migration data write: device in {}, not RESUMING",
+                                      MigrationStateName(state)));
+    }
+    return migration->WriteData(data);
+  });
+}
+
+Result<void> DeviceFile::DmaLoggingStart(std::span<const SparseMmapArea> ranges,
+                                         uint64_t page_size) {
+  return device_->Call(generation_, [&](DeviceOps& ops) -> Result<void> {
+    UMDEV_ASSIGN_OR_RETURN(DirtyLogOps * log, DirtyLogOf(ops));
+    UMDEV_TRY(ValidateDmaLoggingStart(ranges, page_size));
+    return log->Start(ranges, page_size);
+  });
+}
+
+Result<void> DeviceFile::DmaLoggingStop() {
+  return device_->Call(generation_, [](DeviceOps& ops) -> Result<void> {
+    UMDEV_ASSIGN_OR_RETURN(DirtyLogOps * log, DirtyLogOf(ops));
+    return log->Stop();
+  });
+}
+
+Result<std::vector<uint64_t>> DeviceFile::DmaLoggingReport(uint64_t iova, uint64_t size,
+                                                           uint64_t page_size) {
+  return CallFor<std::vector<uint64_t>>([&](DeviceOps& ops) -> Result<std::vector<uint64_t>> {
+    UMDEV_ASSIGN_OR_RETURN(DirtyLogOps * log, DirtyLogOf(ops));
+    UMDEV_ASSIGN_OR_RETURN(const size_t words, DirtyBitmapWords(iova, size, page_size));
+    UMDEV_ASSIGN_OR_RETURN(std::vector<uint64_t> bitmap, log->ReadAndClear(iova, size, page_size));
+    if (bitmap.size() != words) {
+      return Fail(EIO, fmt::format("dma logging report: device returned {} words, expected {}",
+                                   bitmap.size(), words));
+    }
+    return bitmap;
+  });
+}
+
+}  // namespace umdev
