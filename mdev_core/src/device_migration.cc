@@ -103,6 +103,13 @@ Result<void> DeviceFile::DmaLoggingStart(std::span<const SparseMmapArea> ranges,
   });
 }
 
+Result<void> DeviceFile::DmaLoggingSupported() {
+  return device_->Call(generation_, [](DeviceOps& ops) -> Result<void> {
+    UMDEV_TRY(DirtyLogOf(ops));
+    return {};
+  });
+}
+
 Result<void> DeviceFile::DmaLoggingStop() {
   return device_->Call(generation_, [](DeviceOps& ops) -> Result<void> {
     UMDEV_ASSIGN_OR_RETURN(DirtyLogOps * log, DirtyLogOf(ops));

@@ -177,6 +177,8 @@ class DeviceFile {
   // errnos; the vendor's own (e.g. logging not started).
   Result<void> DmaLoggingStart(std::span<const SparseMmapArea> ranges, uint64_t page_size);
   Result<void> DmaLoggingStop();
+  // VFIO_DEVICE_FEATURE_PROBE of the logging features: ENOTTY without them.
+  Result<void> DmaLoggingSupported();
   // The dirty bitmap of [iova, iova + size), one bit per |page_size|, as
   // DirtyBitmapWords() u64 words; the vendor clears what it reports. Errors
   // also: EIO the vendor returned a bitmap of another size.
