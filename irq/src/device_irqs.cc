@@ -119,6 +119,7 @@ Result<void> DeviceIrqs::SetIntx(IrqSet& set, Virqfd& old_resample) {
       mode_ = Mode::kIntx;
       intx_masked_ = false;
       intx_pending_ = false;
+      if (intx_level_) RaiseIntxLocked();  // An asserted line fires once enabled.
     }
     return {};
   }
@@ -212,13 +213,7 @@ void DeviceIrqs::Trigger(uint32_t index, uint32_t vector) {
   if (index >= counts_.size() || vector >= counts_[index]) return;
   switch (index) {
     case VFIO_PCI_INTX_IRQ_INDEX:
-      if (mode_ != Mode::kIntx) return;
-      if (intx_masked_) {
-        intx_pending_ = true;
-        return;
-      }
-      intx_masked_ = true;
-      Signal(triggers_[index][0]);
+      RaiseIntxLocked();
       return;
     case VFIO_PCI_MSI_IRQ_INDEX:
       if (mode_ == Mode::kMsi) Signal(triggers_[index][vector]);
@@ -268,13 +263,50 @@ void DeviceIrqs::UnmaskIntx() {
   if (mode_ == Mode::kIntx) UnmaskIntxLocked();
 }
 
+void DeviceIrqs::RaiseIntxLocked() {
+  if (mode_ != Mode::kIntx) return;
+  if (intx_masked_) {
+    intx_pending_ = true;
+    return;
+  }
+  intx_masked_ = true;
+  Signal(triggers_[VFIO_PCI_INTX_IRQ_INDEX][0]);
+}
+
 void DeviceIrqs::UnmaskIntxLocked() {
   intx_masked_ = false;
-  if (!intx_pending_) return;
+  if (!intx_pending_ && !intx_level_) return;
   // The line is still asserted: deliver it now, masked again like a fresh one.
   intx_pending_ = false;
   intx_masked_ = true;
   Signal(triggers_[VFIO_PCI_INTX_IRQ_INDEX][0]);
+}
+
+void DeviceIrqs::SetIntxLevel(bool asserted) {
+  MutexLock lock(mu_);
+  if (!asserted) {
+    intx_level_ = false;
+    intx_pending_ = false;
+    return;
+  }
+  if (intx_level_) return;  // No new edge: it was delivered or is pending.
+  intx_level_ = true;
+  RaiseIntxLocked();
+}
+
+std::optional<uint32_t> DeviceIrqs::EnabledIndex() const {
+  MutexLock lock(mu_);
+  switch (mode_) {
+    case Mode::kIntx:
+      return VFIO_PCI_INTX_IRQ_INDEX;
+    case Mode::kMsi:
+      return VFIO_PCI_MSI_IRQ_INDEX;
+    case Mode::kMsix:
+      return VFIO_PCI_MSIX_IRQ_INDEX;
+    case Mode::kNone:
+      break;
+  }
+  return std::nullopt;
 }
 
 void DeviceIrqs::DisableAll() {

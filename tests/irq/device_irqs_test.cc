@@ -66,6 +66,89 @@ TEST(DeviceIrqsTest, IntxAutomaskPendingAndUnmaskByDataNone) {
   EXPECT_EQ(efd.Take(), 1u);
 }
 
+TEST(DeviceIrqsTest, IntxLevelRedeliversOnEveryUnmaskUntilDeasserted) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  irqs.SetIntxLevel(true);
+  EXPECT_EQ(efd.Take(), 1u);
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.SetIntxLevel(true);  // Still asserted: no new edge.
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 1u);  // The guest's EOI left the line asserted.
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.UnmaskIntx();
+  EXPECT_EQ(efd.Take(), 1u);
+  irqs.SetIntxLevel(false);
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kUnmask, 0, {1}))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_FALSE(irqs.IsMasked(kIntx, 0));
+  irqs.SetIntxLevel(true);  // A new edge after the deassert.
+  EXPECT_EQ(efd.Take(), 1u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelDeassertDropsAPendingInterrupt) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kMask, 0, 1))), 0);
+  irqs.SetIntxLevel(true);
+  EXPECT_TRUE(irqs.Pending(kIntx, 0));
+  EXPECT_EQ(efd.Take(), 0u);
+  irqs.SetIntxLevel(false);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelSurvivesDisableAndFiresOnEnable) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  irqs.SetIntxLevel(true);  // INTx not enabled: nothing to signal yet.
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.DisableAll();
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  // Re-assigning the eventfd of an enabled INTx is no new enable.
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  irqs.SetIntxLevel(false);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 0))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelIsIgnoredInMsiMode) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsi, 0, One(efd.Dup())))), 0);
+  irqs.SetIntxLevel(true);
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+}
+
+TEST(DeviceIrqsTest, EnabledIndex) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  EXPECT_EQ(irqs.EnabledIndex(), std::nullopt);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kIntx);
+  irqs.DisableAll();
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsi, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kMsi);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kMsi, kNone | kTrigger, 0, 0))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), std::nullopt);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsix, 0, One(UniqueFd())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kMsix);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kErr, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kMsix);  // ERR and REQ are no mode.
+}
+
 TEST(DeviceIrqsTest, IntxLoopbackAndDisable) {
   DeviceIrqs irqs(kCounts);
   Efd efd;
@@ -258,6 +341,8 @@ TEST(DeviceIrqsTest, ConcurrentTriggersWhileReassigning) {
         irqs.Trigger(kIntx, 0);
         (void)irqs.IsMasked(kIntx, 0);
         (void)irqs.Pending(kIntx, 0);
+        irqs.SetIntxLevel(t == 0);
+        (void)irqs.EnabledIndex();
       }
     });
   }

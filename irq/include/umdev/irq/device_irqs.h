@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "umdev/common/error.h"
@@ -66,6 +67,19 @@ class DeviceIrqs {
   // mode that is not enabled are dropped.
   void Trigger(uint32_t index, uint32_t vector);
 
+  // A level-triggered INTx line (PCI INTx# is level-sensitive): the device
+  // asserts it until the guest acknowledges in a device register. Asserting
+  // a deasserted line raises it like Trigger(); while it stays asserted,
+  // every unmask (DATA_NONE/BOOL, the resample eventfd, UnmaskIntx) delivers
+  // it again, and enabling INTx delivers it at once. Deasserting drops an
+  // undelivered (pending) INTx. The level is device state: DisableAll() and
+  // disabling INTx keep it.
+  void SetIntxLevel(bool asserted);
+
+  // The enabled interrupt mode: VFIO_PCI_{INTX,MSI,MSIX}_IRQ_INDEX, or
+  // nullopt when none is.
+  std::optional<uint32_t> EnabledIndex() const;
+
   // INTx and MSI-X; false for other indices and out-of-range vectors.
   bool IsMasked(uint32_t index, uint32_t vector) const;
   bool Pending(uint32_t index, uint32_t vector) const;
@@ -92,6 +106,7 @@ class DeviceIrqs {
   void ClearMsixVectorState() UMDEV_REQUIRES(mu_);
   Result<void> SetSingle(IrqSet& set) UMDEV_REQUIRES(mu_);
   void UnmaskIntxLocked() UMDEV_REQUIRES(mu_);
+  void RaiseIntxLocked() UMDEV_REQUIRES(mu_);
   void DisableAllLocked(Virqfd& old_resample) UMDEV_REQUIRES(mu_);
 
   const std::array<uint32_t, VFIO_PCI_NUM_IRQS> counts_;
@@ -103,6 +118,7 @@ class DeviceIrqs {
   std::array<std::vector<UniqueFd>, VFIO_PCI_NUM_IRQS> triggers_ UMDEV_GUARDED_BY(mu_);
   bool intx_masked_ UMDEV_GUARDED_BY(mu_) = false;
   bool intx_pending_ UMDEV_GUARDED_BY(mu_) = false;
+  bool intx_level_ UMDEV_GUARDED_BY(mu_) = false;
   Virqfd intx_resample_ UMDEV_GUARDED_BY(mu_);
   // Per MSI-X vector, |counts_[VFIO_PCI_MSIX_IRQ_INDEX]| entries each.
   std::vector<bool> msix_masked_ UMDEV_GUARDED_BY(mu_);
