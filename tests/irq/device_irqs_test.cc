@@ -2,76 +2,18 @@
 #include "umdev/irq/device_irqs.h"
 
 #include <fcntl.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <thread>
 
 #include <gtest/gtest.h>
 
-#include "umdev/mdev_core/irq_set.h"
+#include "irq_test_util.h"
 
 namespace umdev::irq {
 namespace {
 
-constexpr uint32_t kIntx = VFIO_PCI_INTX_IRQ_INDEX;
-constexpr uint32_t kMsi = VFIO_PCI_MSI_IRQ_INDEX;
-constexpr uint32_t kMsix = VFIO_PCI_MSIX_IRQ_INDEX;
-constexpr uint32_t kErr = VFIO_PCI_ERR_IRQ_INDEX;
-constexpr uint32_t kReq = VFIO_PCI_REQ_IRQ_INDEX;
-constexpr uint32_t kTrigger = VFIO_IRQ_SET_ACTION_TRIGGER;
-constexpr uint32_t kMask = VFIO_IRQ_SET_ACTION_MASK;
-constexpr uint32_t kUnmask = VFIO_IRQ_SET_ACTION_UNMASK;
-constexpr uint32_t kNone = VFIO_IRQ_SET_DATA_NONE;
-constexpr uint32_t kBool = VFIO_IRQ_SET_DATA_BOOL;
-constexpr uint32_t kEventfd = VFIO_IRQ_SET_DATA_EVENTFD;
-
-// An eventfd the test keeps a dup of, to read what the device signalled.
-struct Efd {
-  Efd() : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
-  ~Efd() { ::close(fd); }
-  UniqueFd Dup() const { return UniqueFd(::dup(fd)); }
-  uint64_t Take() const {  // The counter, cleared; 0 if not signalled.
-    uint64_t value = 0;
-    return ::read(fd, &value, sizeof(value)) == 8 ? value : 0;
-  }
-  void Signal() const {
-    const uint64_t one = 1;
-    EXPECT_EQ(::write(fd, &one, sizeof(one)), 8);
-  }
-  int fd;
-};
-
-IrqSet Set(uint32_t index, uint32_t flags, uint32_t start, uint32_t count) {
-  return IrqSet{.flags = flags, .index = index, .start = start, .count = count};
-}
-
-IrqSet Fds(uint32_t index, uint32_t start, std::vector<UniqueFd> fds) {
-  IrqSet set = Set(index, kEventfd | kTrigger, start, static_cast<uint32_t>(fds.size()));
-  set.fds = std::move(fds);
-  return set;
-}
-
-IrqSet Bools(uint32_t index, uint32_t action, uint32_t start, std::vector<uint8_t> bools) {
-  IrqSet set = Set(index, kBool | action, start, static_cast<uint32_t>(bools.size()));
-  set.bools = std::move(bools);
-  return set;
-}
-
-std::vector<UniqueFd> One(UniqueFd fd) {
-  std::vector<UniqueFd> v;
-  v.push_back(std::move(fd));
-  return v;
-}
-
-// SetIrqs behind the core's validation, as a device sees it.
-Result<void> Apply(DeviceIrqs& irqs, IrqSet set) {
-  UMDEV_TRY(ValidateIrqSet(irqs.Info(set.index), set));
-  return irqs.SetIrqs(set);
-}
-
-int Errno(const Result<void>& r) { return r.has_value() ? 0 : r.error().code; }
+using namespace testutil;  // NOLINT: the helpers are these tests' vocabulary.
 
 constexpr IrqCounts kCounts{.intx = 1, .msi = 4, .msix = 8, .err = 1, .req = 1};
 
@@ -82,7 +24,8 @@ TEST(DeviceIrqsTest, Info) {
   EXPECT_EQ(irqs.Info(kIntx).count, 1u);
   EXPECT_EQ(irqs.Info(kMsi).flags, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE);
   EXPECT_EQ(irqs.Info(kMsi).count, 4u);
-  EXPECT_EQ(irqs.Info(kMsix).flags, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE);
+  EXPECT_EQ(irqs.Info(kMsix).flags,
+            VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE | VFIO_IRQ_INFO_MASKABLE);
   EXPECT_EQ(irqs.Info(kMsix).count, 8u);
   EXPECT_EQ(irqs.Info(kErr).flags, VFIO_IRQ_INFO_EVENTFD);
   EXPECT_EQ(irqs.Info(kReq).count, 1u);
@@ -121,6 +64,89 @@ TEST(DeviceIrqsTest, IntxAutomaskPendingAndUnmaskByDataNone) {
   ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kMask, 0, {1}))), 0);
   ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
   EXPECT_EQ(efd.Take(), 1u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelRedeliversOnEveryUnmaskUntilDeasserted) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  irqs.SetIntxLevel(true);
+  EXPECT_EQ(efd.Take(), 1u);
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.SetIntxLevel(true);  // Still asserted: no new edge.
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 1u);  // The guest's EOI left the line asserted.
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.UnmaskIntx();
+  EXPECT_EQ(efd.Take(), 1u);
+  irqs.SetIntxLevel(false);
+  ASSERT_EQ(Errno(Apply(irqs, Bools(kIntx, kUnmask, 0, {1}))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_FALSE(irqs.IsMasked(kIntx, 0));
+  irqs.SetIntxLevel(true);  // A new edge after the deassert.
+  EXPECT_EQ(efd.Take(), 1u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelDeassertDropsAPendingInterrupt) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kMask, 0, 1))), 0);
+  irqs.SetIntxLevel(true);
+  EXPECT_TRUE(irqs.Pending(kIntx, 0));
+  EXPECT_EQ(efd.Take(), 0u);
+  irqs.SetIntxLevel(false);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kUnmask, 0, 1))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelSurvivesDisableAndFiresOnEnable) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  irqs.SetIntxLevel(true);  // INTx not enabled: nothing to signal yet.
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  EXPECT_TRUE(irqs.IsMasked(kIntx, 0));
+  irqs.DisableAll();
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 1u);
+  // Re-assigning the eventfd of an enabled INTx is no new enable.
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+  irqs.SetIntxLevel(false);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kIntx, kNone | kTrigger, 0, 0))), 0);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(efd.Take(), 0u);
+}
+
+TEST(DeviceIrqsTest, IntxLevelIsIgnoredInMsiMode) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsi, 0, One(efd.Dup())))), 0);
+  irqs.SetIntxLevel(true);
+  EXPECT_EQ(efd.Take(), 0u);
+  EXPECT_FALSE(irqs.Pending(kIntx, 0));
+}
+
+TEST(DeviceIrqsTest, EnabledIndex) {
+  DeviceIrqs irqs(kCounts);
+  Efd efd;
+  EXPECT_EQ(irqs.EnabledIndex(), std::nullopt);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kIntx, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kIntx);
+  irqs.DisableAll();
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsi, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kMsi);
+  ASSERT_EQ(Errno(Apply(irqs, Set(kMsi, kNone | kTrigger, 0, 0))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), std::nullopt);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kMsix, 0, One(UniqueFd())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kMsix);
+  ASSERT_EQ(Errno(Apply(irqs, Fds(kErr, 0, One(efd.Dup())))), 0);
+  EXPECT_EQ(irqs.EnabledIndex(), kMsix);  // ERR and REQ are no mode.
 }
 
 TEST(DeviceIrqsTest, IntxLoopbackAndDisable) {
@@ -162,7 +188,7 @@ TEST(DeviceIrqsTest, UnsupportedCombinationsAreEnotty) {
   IrqSet resample = Set(kIntx, kEventfd | kUnmask, 0, 1);
   resample.fds = One(efd.Dup());
   EXPECT_EQ(Errno(Apply(irqs, std::move(resample))), ENOTTY);
-  for (uint32_t index : {kMsi, kMsix, kErr, kReq}) {
+  for (uint32_t index : {kMsi, kErr, kReq}) {
     EXPECT_EQ(Errno(Apply(irqs, Set(index, kNone | kMask, 0, 1))), ENOTTY) << index;
     EXPECT_EQ(Errno(Apply(irqs, Bools(index, kUnmask, 0, {1}))), ENOTTY) << index;
   }
@@ -315,6 +341,8 @@ TEST(DeviceIrqsTest, ConcurrentTriggersWhileReassigning) {
         irqs.Trigger(kIntx, 0);
         (void)irqs.IsMasked(kIntx, 0);
         (void)irqs.Pending(kIntx, 0);
+        irqs.SetIntxLevel(t == 0);
+        (void)irqs.EnabledIndex();
       }
     });
   }
