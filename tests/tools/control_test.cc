@@ -186,6 +186,8 @@ TEST(ConfigTest, DefaultConfigParses) {
   ASSERT_TRUE(config.has_value());
   EXPECT_EQ(config->log_level, "info");
   EXPECT_EQ(config->removal_timeout.count(), 10000);
+  ASSERT_EQ(config->parents.size(), 1u);
+  EXPECT_EQ(config->parents[0]["driver"], "mtty");
 }
 
 TEST(ConfigTest, ParsesParentsAndLimits) {
