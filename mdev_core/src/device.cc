@@ -178,6 +178,45 @@ Result<void> Device::Call(uint64_t generation, const std::function<Result<void>(
   return result;
 }
 
+Result<void> Device::CallRegistered(const std::function<Result<void>(DeviceOps&)>& fn) {
+  DeviceOps* ops = nullptr;
+  {
+    MutexLock lock(mu_);
+    if (removing_ || ops_ == nullptr) return Fail(ENODEV, "mdev " + name() + " was removed");
+    ++calls_in_flight_;
+    ops = ops_.get();
+  }
+  Result<void> result = fn(*ops);
+  MutexLock lock(mu_);
+  --calls_in_flight_;
+  changed_.NotifyAll();
+  return result;
+}
+
+Result<std::vector<DeviceAttribute>> Device::Attributes() {
+  std::vector<DeviceAttribute> attributes;
+  UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
+    attributes = ops.Attributes();
+    return {};
+  }));
+  return attributes;
+}
+
+Result<std::string> Device::ReadAttribute(std::string_view name) {
+  std::string value;
+  UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
+    UMDEV_ASSIGN_OR_RETURN(value, ops.ReadAttribute(name));
+    return {};
+  }));
+  return value;
+}
+
+Result<void> Device::WriteAttribute(std::string_view name, std::string_view value) {
+  // sysfs stores get what `echo` wrote, newline included.
+  if (value.ends_with('\n')) value.remove_suffix(1);
+  return CallRegistered([&](DeviceOps& ops) { return ops.WriteAttribute(name, value); });
+}
+
 Result<std::vector<void*>> Device::PinPages(uint64_t iova, int npage, uint32_t prot) {
   std::shared_ptr<IommuBackend> iommu;
   {

@@ -328,4 +328,31 @@ Result<std::shared_ptr<Group>> Registry::FindGroupOf(const Uuid& uuid) const {
   return it->second->group;
 }
 
+Result<std::shared_ptr<Device>> Registry::FindDevice(const Uuid& uuid) const {
+  MutexLock lock(mu_);
+  auto it = mdevs_.find(uuid);
+  if (it == mdevs_.end() || it->second->state != Mdev::State::kActive) {
+    return Fail(ENODEV, "no mdev " + uuid.ToString());
+  }
+  return it->second->device;
+}
+
+// Attribute calls reach the vendor with no registry lock held; the Device
+// keeps the vendor object alive for the call or refuses with ENODEV.
+Result<std::vector<DeviceAttribute>> Registry::MdevAttributes(const Uuid& uuid) const {
+  UMDEV_ASSIGN_OR_RETURN(const std::shared_ptr<Device> device, FindDevice(uuid));
+  return device->Attributes();
+}
+
+Result<std::string> Registry::ReadMdevAttribute(const Uuid& uuid, std::string_view name) const {
+  UMDEV_ASSIGN_OR_RETURN(const std::shared_ptr<Device> device, FindDevice(uuid));
+  return device->ReadAttribute(name);
+}
+
+Result<void> Registry::WriteMdevAttribute(const Uuid& uuid, std::string_view name,
+                                          std::string_view value) {
+  UMDEV_ASSIGN_OR_RETURN(const std::shared_ptr<Device> device, FindDevice(uuid));
+  return device->WriteAttribute(name, value);
+}
+
 }  // namespace umdev

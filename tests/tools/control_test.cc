@@ -73,6 +73,27 @@ TEST_F(HandlerTest, ErrorsCarryTheKernelErrno) {
             ENODEV);
 }
 
+// The test device has no attributes; mtty's are covered in tests/vendor.
+TEST_F(HandlerTest, AttributeCommands) {
+  ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());
+  const Json list = HandleRequest(registry_, {{"cmd", "attr-list"}, {"uuid", kUuid}});
+  ASSERT_TRUE(list["ok"].get<bool>());
+  EXPECT_TRUE(list["attributes"].empty());
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid}, {"name", "x"}})["errno"],
+            ENOENT);
+  EXPECT_EQ(HandleRequest(registry_,
+                          {{"cmd", "attr-set"}, {"uuid", kUuid}, {"name", "x"}, {"value", "1"}})["errno"],
+            ENOENT);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-set"}, {"uuid", kUuid}, {"name", "x"}})["errno"],
+            EINVAL)
+      << "no value";
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid}})["errno"], EINVAL);
+  const char* other = "22222222-2222-4222-8222-222222222222";
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-list"}, {"uuid", other}})["errno"], ENODEV);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", other}, {"name", "x"}})["errno"],
+            ENODEV);
+}
+
 TEST_F(HandlerTest, MalformedRequestsAreEinval) {
   EXPECT_EQ(HandleRequest(registry_, Json::array())["errno"], EINVAL);
   EXPECT_EQ(HandleRequest(registry_, {{"command", "types"}})["errno"], EINVAL);
@@ -165,6 +186,8 @@ TEST(ConfigTest, DefaultConfigParses) {
   ASSERT_TRUE(config.has_value());
   EXPECT_EQ(config->log_level, "info");
   EXPECT_EQ(config->removal_timeout.count(), 10000);
+  ASSERT_EQ(config->parents.size(), 1u);
+  EXPECT_EQ(config->parents[0]["driver"], "mtty");
 }
 
 TEST(ConfigTest, ParsesParentsAndLimits) {

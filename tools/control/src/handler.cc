@@ -64,6 +64,34 @@ Result<Json> Stop(Registry& registry, const Json& request) {
   return Json{{"ok", true}};
 }
 
+Result<Json> AttrList(Registry& registry, const Json& request) {
+  UMDEV_ASSIGN_OR_RETURN(const Uuid uuid, UuidField(request));
+  UMDEV_ASSIGN_OR_RETURN(const std::vector<DeviceAttribute> attributes,
+                         registry.MdevAttributes(uuid));
+  Json list = Json::array();
+  for (const DeviceAttribute& attribute : attributes) {
+    list.push_back({{"name", attribute.name},
+                    {"readable", attribute.readable},
+                    {"writable", attribute.writable}});
+  }
+  return Json{{"ok", true}, {"attributes", std::move(list)}};
+}
+
+Result<Json> AttrGet(Registry& registry, const Json& request) {
+  UMDEV_ASSIGN_OR_RETURN(const Uuid uuid, UuidField(request));
+  UMDEV_ASSIGN_OR_RETURN(const std::string name, StringField(request, "name"));
+  UMDEV_ASSIGN_OR_RETURN(const std::string value, registry.ReadMdevAttribute(uuid, name));
+  return Json{{"ok", true}, {"value", value}};
+}
+
+Result<Json> AttrSet(Registry& registry, const Json& request) {
+  UMDEV_ASSIGN_OR_RETURN(const Uuid uuid, UuidField(request));
+  UMDEV_ASSIGN_OR_RETURN(const std::string name, StringField(request, "name"));
+  UMDEV_ASSIGN_OR_RETURN(const std::string value, StringField(request, "value"));
+  UMDEV_TRY(registry.WriteMdevAttribute(uuid, name, value));
+  return Json{{"ok", true}};
+}
+
 Result<Json> Dispatch(Registry& registry, const Json& request) {
   if (!request.is_object()) return Fail(EINVAL, "request is not a JSON object");
   UMDEV_ASSIGN_OR_RETURN(const std::string cmd, StringField(request, "cmd"));
@@ -71,6 +99,9 @@ Result<Json> Dispatch(Registry& registry, const Json& request) {
   if (cmd == "list") return List(registry);
   if (cmd == "start") return Start(registry, request);
   if (cmd == "stop") return Stop(registry, request);
+  if (cmd == "attr-list") return AttrList(registry, request);
+  if (cmd == "attr-get") return AttrGet(registry, request);
+  if (cmd == "attr-set") return AttrSet(registry, request);
   return Fail(EINVAL, fmt::format("unknown command '{}'", cmd));
 }
 

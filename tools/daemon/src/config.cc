@@ -46,12 +46,12 @@ Result<void> ParseVfioUser(const nlohmann::json& value, VfioUserConfig& out) {
   return {};
 }
 
-// Parents appear here as their vendor drivers land (serial, GPU slicing).
+// Parents appear here as their vendor drivers land (GPU slicing next).
 constexpr std::string_view kDefaultConfig = R"({
   "log_level": "info",
   "limits": { "removal_timeout_ms": 10000, "max_dma_mappings": 65535 },
   "vfio_user": { "threads": 2, "message_timeout_ms": 5000 },
-  "parents": []
+  "parents": [ { "driver": "mtty" } ]
 }
 )";
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "umdev/common/error.h"
@@ -49,6 +50,13 @@ class Device final : public DmaAccess, private DmaUnmapListener,
       UMDEV_EXCLUDES(mu_);
 
   bool is_open() const UMDEV_EXCLUDES(mu_);
+
+  // The vendor's attributes (DeviceOps::Attributes and friends), whether or
+  // not the device is open. Errors: ENODEV removed or being removed; the
+  // vendor's. WriteAttribute strips one trailing newline from |value|.
+  Result<std::vector<DeviceAttribute>> Attributes() UMDEV_EXCLUDES(mu_);
+  Result<std::string> ReadAttribute(std::string_view name) UMDEV_EXCLUDES(mu_);
+  Result<void> WriteAttribute(std::string_view name, std::string_view value) UMDEV_EXCLUDES(mu_);
   // Set when the backend revoked this device's pins; cleared by a reset.
   bool is_broken() const UMDEV_EXCLUDES(mu_);
 
@@ -97,6 +105,10 @@ class Device final : public DmaAccess, private DmaUnmapListener,
    private:
     Device& device_;
   };
+  // Runs |fn| on the vendor object while it is registered, open or not.
+  // Errors: ENODEV removed or being removed.
+  Result<void> CallRegistered(const std::function<Result<void>(DeviceOps&)>& fn)
+      UMDEV_EXCLUDES(mu_);
 
   // DmaUnmapListener, forwarding to the vendor's.
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "umdev/common/error.h"
@@ -61,6 +63,14 @@ struct IrqSet {
   uint32_t count = 0;
   std::vector<uint8_t> bools;  // DATA_BOOL: |count| entries.
   std::vector<UniqueFd> fds;   // DATA_EVENTFD: |count| entries; invalid = de-assign.
+};
+
+// One per-instance attribute (sysfs: a file in the mdev's directory, as a
+// driver's dev_groups add). Names may hold '/' for a group ("vendor/x").
+struct DeviceAttribute {
+  std::string name;
+  bool readable = true;
+  bool writable = false;
 };
 
 // VFIO migration v2 (VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE and the data stream).
@@ -126,6 +136,21 @@ class DeviceOps {
   // Whether the device pins guest pages. Such a device must return its
   // dma_unmap listener, or the core refuses to register it (EINVAL).
   virtual bool pins_pages() const { return false; }
+  // Per-instance attributes. Values are text without the trailing newline
+  // sysfs shows; the core strips one trailing newline from written values.
+  // Callable whether or not the device is open. Errors: ENOENT no such
+  // attribute; EACCES reading a write-only or writing a read-only one (the
+  // open sysfs refuses); EINVAL a value the attribute does not take; the
+  // vendor's own (EBUSY while the device is open, for instance).
+  virtual std::vector<DeviceAttribute> Attributes() { return {}; }
+  virtual Result<std::string> ReadAttribute(std::string_view name) {
+    return Fail(ENOENT, "no attribute " + std::string(name));
+  }
+  virtual Result<void> WriteAttribute(std::string_view name, std::string_view value) {
+    (void)value;
+    return Fail(ENOENT, "no attribute " + std::string(name));
+  }
+
   // Optional capabilities; null when absent.
   virtual DmaUnmapListener* dma_unmap_listener() { return nullptr; }
   virtual MigrationOps* migration() { return nullptr; }

@@ -100,6 +100,14 @@ class Registry {
   Result<std::shared_ptr<Group>> FindGroup(unsigned group_id) const UMDEV_EXCLUDES(mu_);
   Result<std::shared_ptr<Group>> FindGroupOf(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
 
+  // The per-instance attributes of an active instance (see Device). Errors:
+  // ENODEV no active instance; the vendor's (ENOENT, EACCES, EINVAL, ...).
+  Result<std::vector<DeviceAttribute>> MdevAttributes(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
+  Result<std::string> ReadMdevAttribute(const Uuid& uuid, std::string_view name) const
+      UMDEV_EXCLUDES(mu_);
+  Result<void> WriteMdevAttribute(const Uuid& uuid, std::string_view name,
+                                  std::string_view value) UMDEV_EXCLUDES(mu_);
+
   // A new empty container whose SET_IOMMU chooses among iommu_drivers().
   std::shared_ptr<Container> CreateContainer() { return std::make_shared<Container>(iommu_drivers_); }
 
@@ -113,6 +121,7 @@ class Registry {
 
   std::shared_ptr<Parent> FindParentLocked(std::string_view name) const UMDEV_REQUIRES(mu_);
   MdevStatus StatusLocked(const Mdev& mdev) const UMDEV_REQUIRES(mu_);
+  Result<std::shared_ptr<Device>> FindDevice(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
   unsigned AllocateGroupIdLocked() UMDEV_REQUIRES(mu_);
   // Tears down an instance already marked as being removed.
   void Teardown(const std::shared_ptr<Mdev>& mdev) UMDEV_EXCLUDES(mu_);

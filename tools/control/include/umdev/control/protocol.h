@@ -5,6 +5,10 @@
 //            {"cmd":"list"}                                    -> {"ok":true,"mdevs":[...]}
 //            {"cmd":"start","parent":P,"type":T,"uuid":U}      -> {"ok":true,"uuid":U}
 //            {"cmd":"stop","uuid":U}                           -> {"ok":true}
+//            {"cmd":"attr-list","uuid":U}                      -> {"ok":true,"attributes":
+//                                              [{"name":N,"readable":B,"writable":B}]}
+//            {"cmd":"attr-get","uuid":U,"name":N}              -> {"ok":true,"value":V}
+//            {"cmd":"attr-set","uuid":U,"name":N,"value":V}    -> {"ok":true}
 // Failures:  {"ok":false,"errno":N,"errname":"EEXIST","message":"..."}
 #pragma once
 
