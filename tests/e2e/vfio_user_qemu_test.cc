@@ -17,7 +17,7 @@ namespace umdev::test {
 namespace {
 
 namespace fs = std::filesystem;
-namespace dev = umdev::testing::pci_test_device;
+namespace dev = umdev::testing::pci_test;
 
 constexpr uint8_t kSlot = 4;
 // Where the tests place the BARs (no firmware runs under qtest): inside q35's
@@ -79,7 +79,9 @@ class VfioUserQemuTest : public ::testing::Test {
     ASSERT_TRUE(qemu_->ConfigWrite32(kSlot, 0, 0x10, static_cast<uint32_t>(kBar0)));
     ASSERT_TRUE(qemu_->ConfigWrite32(kSlot, 0, 0x14, kBar1Port));
     ASSERT_TRUE(qemu_->ConfigWrite32(kSlot, 0, 0x18, static_cast<uint32_t>(kBar2)));
-    if (with_bar3) ASSERT_TRUE(qemu_->ConfigWrite32(kSlot, 0, 0x1c, static_cast<uint32_t>(kBar3)));
+    if (with_bar3) {
+      ASSERT_TRUE(qemu_->ConfigWrite32(kSlot, 0, 0x1c, static_cast<uint32_t>(kBar3)));
+    }
     ASSERT_TRUE(qemu_->ConfigWrite16(kSlot, 0, 0x04, 0x0007));
   }
 
@@ -109,10 +111,10 @@ class VfioUserQemuTest : public ::testing::Test {
     SetReg(dev::kRegDmaAddrHi, static_cast<uint32_t>(address >> 32));
     SetReg(dev::kRegDmaLen, length);
     SetReg(dev::kRegDmaCmd, command);
-    uint32_t status = dev::kDmaBusy;
-    for (int i = 0; i < 2000 && status == dev::kDmaBusy; ++i) {
+    uint32_t status = dev::kDmaStatusBusy;
+    for (int i = 0; i < 2000 && status == dev::kDmaStatusBusy; ++i) {
       status = Reg(dev::kRegDmaStatus);
-      if (status == dev::kDmaBusy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (status == dev::kDmaStatusBusy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     return status;
   }
@@ -121,14 +123,14 @@ class VfioUserQemuTest : public ::testing::Test {
     std::vector<uint8_t> pattern(512);
     std::iota(pattern.begin(), pattern.end(), uint8_t{3});
     ASSERT_TRUE(qemu_->MemWrite(kGuestBuffer, pattern));
-    ASSERT_EQ(RunDma(kGuestBuffer, 512, dev::kDmaToDevice), dev::kDmaDone)
+    ASSERT_EQ(RunDma(kGuestBuffer, 512, dev::kDmaOpToDevice), dev::kDmaStatusDone)
         << "DMA_ERROR " << Reg(dev::kRegDmaError);
     for (uint32_t i = 0; i < 512; i += 4) {
       uint32_t expected;
       std::memcpy(&expected, pattern.data() + i, 4);
       ASSERT_EQ(Reg(dev::kBufferOffset + i), expected) << "at " << i;
     }
-    ASSERT_EQ(RunDma(kGuestBuffer + 0x1000, 512, dev::kDmaFromDevice), dev::kDmaDone)
+    ASSERT_EQ(RunDma(kGuestBuffer + 0x1000, 512, dev::kDmaOpFromDevice), dev::kDmaStatusDone)
         << "DMA_ERROR " << Reg(dev::kRegDmaError);
     auto back = qemu_->MemRead(kGuestBuffer + 0x1000, 512);
     ASSERT_TRUE(back.has_value());
@@ -142,7 +144,7 @@ class VfioUserQemuTest : public ::testing::Test {
 };
 
 TEST_F(VfioUserQemuTest, QemuReadsTheDevicesConfigSpace) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   EXPECT_EQ(qemu_->ConfigRead16(kSlot, 0, 0x00), dev::kVendorId);
   EXPECT_EQ(qemu_->ConfigRead16(kSlot, 0, 0x02), dev::kDeviceId);
@@ -159,7 +161,7 @@ TEST_F(VfioUserQemuTest, QemuReadsTheDevicesConfigSpace) {
 }
 
 TEST_F(VfioUserQemuTest, BarReadsAndWritesReachTheDevice) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   EXPECT_EQ(Reg(dev::kRegId), dev::kIdValue);
@@ -177,7 +179,7 @@ TEST_F(VfioUserQemuTest, BarReadsAndWritesReachTheDevice) {
 }
 
 TEST_F(VfioUserQemuTest, IntxIsDeliveredAndEndsWhenTheDeviceIsServiced) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   ASSERT_TRUE(qemu_->IrqInterceptIn("ioapic"));
@@ -206,7 +208,7 @@ TEST_F(VfioUserQemuTest, IntxIsDeliveredAndEndsWhenTheDeviceIsServiced) {
 }
 
 TEST_F(VfioUserQemuTest, MsiWritesItsMessageIntoGuestMemory) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   const uint8_t msi = FindCapability(0x05);
@@ -226,8 +228,8 @@ TEST_F(VfioUserQemuTest, MsiWritesItsMessageIntoGuestMemory) {
   EXPECT_EQ(seen, 0x4321u);
 }
 
-TEST_F(VfioUserQemuTest, MsixVectorsDeliverAndMaskedOnesShowInThePba) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+TEST_F(VfioUserQemuTest, MsixVectorsDeliverAndAMaskedOneWaitsForItsUnmask) {
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   const uint8_t msix = FindCapability(0x11);
@@ -246,18 +248,17 @@ TEST_F(VfioUserQemuTest, MsixVectorsDeliverAndMaskedOnesShowInThePba) {
     if (seen != 0xbeef) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(seen, 0xbeefu);
-  // Mask vector 3, raise it: nothing is written, the PBA shows it pending;
-  // unmasking delivers it.
+  // Mask vector 3 and raise it: nothing is written while it stays masked;
+  // unmasking delivers it. QEMU 11.1 keeps the mask and the pending bit to
+  // itself (no SET_IRQS MASK goes out, though it forwards PBA reads to the
+  // device), so the device-side PBA is covered by the server's unit tests.
   ASSERT_TRUE(qemu_->Writel(kMsiTarget + 0x40, 0));
   ASSERT_TRUE(qemu_->Writel(entry + 12, 1));
   SetReg(dev::kRegIrqRaise, 3);
-  uint64_t pba = 0;
-  for (int i = 0; i < 500 && (pba & (1u << 3)) == 0; ++i) {
-    pba = qemu_->Readq(kBar2 + dev::kMsixPbaOffset).value_or(0);
-    if ((pba & (1u << 3)) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(qemu_->Readl(kMsiTarget + 0x40), 0u) << "a masked vector was delivered";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_NE(pba & (1u << 3), 0u);
-  EXPECT_EQ(qemu_->Readl(kMsiTarget + 0x40), 0u);
   ASSERT_TRUE(qemu_->Writel(entry + 12, 0));
   seen = 0;
   for (int i = 0; i < 500 && seen != 0xbeef; ++i) {
@@ -268,30 +269,30 @@ TEST_F(VfioUserQemuTest, MsixVectorsDeliverAndMaskedOnesShowInThePba) {
 }
 
 TEST_F(VfioUserQemuTest, DmaWorksBothWaysThroughSharedMemory) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid, /*shared_memory=*/true));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   ASSERT_NO_FATAL_FAILURE(CheckDmaBothWays());
 }
 
 TEST_F(VfioUserQemuTest, DmaWorksBothWaysThroughMessagesWithPrivateMemory) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid, /*shared_memory=*/false));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   ASSERT_NO_FATAL_FAILURE(CheckDmaBothWays());
 }
 
 TEST_F(VfioUserQemuTest, DmaBeforeBusMasteringFailsWithQemusErrno) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid, /*shared_memory=*/false));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   ASSERT_TRUE(qemu_->ConfigWrite16(kSlot, 0, 0x04, 0x0003));  // Memory and I/O only.
-  EXPECT_EQ(RunDma(kGuestBuffer, 64, dev::kDmaToDevice), dev::kDmaError);
+  EXPECT_EQ(RunDma(kGuestBuffer, 64, dev::kDmaOpToDevice), dev::kDmaStatusError);
   EXPECT_EQ(Reg(dev::kRegDmaError), static_cast<uint32_t>(ENODEV));
 }
 
 TEST_F(VfioUserQemuTest, MachineResetResetsTheDevice) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   SetReg(dev::kRegScratch, 0x600d);
@@ -308,7 +309,7 @@ TEST_F(VfioUserQemuTest, MachineResetResetsTheDevice) {
 }
 
 TEST_F(VfioUserQemuTest, MmapBarIsMappedByQemuAndCoherentWithTrappedAccess) {
-  const std::string uuid = CreateInstance("test-pci-mmap");
+  const std::string uuid = CreateInstance("test_pci-mmap");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid));
   ASSERT_NO_FATAL_FAILURE(EnableDevice(/*with_bar3=*/true));
   // [0x1000, 0x10000) is mmapped by QEMU; [0, 0x1000) is trapped. Both are
@@ -320,14 +321,14 @@ TEST_F(VfioUserQemuTest, MmapBarIsMappedByQemuAndCoherentWithTrappedAccess) {
 }
 
 TEST_F(VfioUserQemuTest, QemuKilledMidTrafficThenAFreshQemuAttaches) {
-  const std::string uuid = CreateInstance("test-pci-basic");
+  const std::string uuid = CreateInstance("test_pci-basic");
   ASSERT_NO_FATAL_FAILURE(StartQemu(uuid, /*shared_memory=*/false));
   ASSERT_NO_FATAL_FAILURE(EnableDevice());
   // A long message-DMA transfer is in flight when QEMU dies.
   SetReg(dev::kRegDmaAddrLo, static_cast<uint32_t>(kGuestBuffer));
   SetReg(dev::kRegDmaAddrHi, 0);
   SetReg(dev::kRegDmaLen, 2048);
-  SetReg(dev::kRegDmaCmd, dev::kDmaToDevice);
+  SetReg(dev::kRegDmaCmd, dev::kDmaOpToDevice);
   for (int i = 0; i < 20; ++i) (void)Reg(dev::kRegScratch);
   ASSERT_TRUE(qemu_->Kill(SIGKILL));
   ASSERT_TRUE(qemu_->WaitExit());

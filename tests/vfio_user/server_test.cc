@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "fakes/pci_test_device.h"
 #include "server_fixture.h"
 
 namespace umdev::vfio_user::testing {
@@ -90,6 +91,42 @@ TEST_F(ServerTest, RegionInfoDescribesTheConfigRegion) {
   EXPECT_EQ(info->size, 256u);
   EXPECT_EQ(info->flags, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE);
   EXPECT_TRUE(reply.fds.empty());
+}
+
+// A region with capabilities names where the chain starts even in the short
+// reply: QEMU checks cap_offset before it asks again, and fails the device
+// (EINVAL) on a 0. The fd comes with the complete answer.
+TEST_F(ServerTest, ShortRegionInfoOfASparseMmapBarStillNamesTheCapabilityOffset) {
+  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<umdev::testing::PciTestParentDriver>(
+      umdev::testing::PciTestParentDriver::Options{.parent_name = "pci0"})));
+  const Uuid uuid = Uuid::Generate();
+  ASSERT_TRUE(registry_->CreateMdev("pci0", "test_pci-mmap", uuid));
+  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(peer.has_value()) << peer.error().Describe();
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
+  vfio_region_info query{};
+  query.argsz = sizeof(query);
+  query.index = VFIO_PCI_BAR3_REGION_INDEX;
+  Message short_reply = peer->Call(Command::kDeviceGetRegionInfo, Payload(query));
+  ASSERT_EQ(RawPeer::ErrorOf(short_reply), 0);
+  ASSERT_EQ(short_reply.payload.size(), sizeof(vfio_region_info));
+  auto head = LoadPayload<vfio_region_info>(short_reply.payload);
+  ASSERT_TRUE(head.has_value());
+  EXPECT_NE(head->flags & VFIO_REGION_INFO_FLAG_CAPS, 0u);
+  EXPECT_NE(head->flags & VFIO_REGION_INFO_FLAG_MMAP, 0u);
+  EXPECT_GT(head->argsz, sizeof(vfio_region_info));
+  EXPECT_EQ(head->cap_offset, sizeof(vfio_region_info));
+  EXPECT_TRUE(short_reply.fds.empty());
+
+  query.argsz = head->argsz;
+  Message full = peer->Call(Command::kDeviceGetRegionInfo, Payload(query));
+  ASSERT_EQ(RawPeer::ErrorOf(full), 0);
+  ASSERT_EQ(full.payload.size(), head->argsz);
+  ASSERT_EQ(full.fds.size(), 1u);
+  vfio_region_info_cap_sparse_mmap sparse{};
+  std::memcpy(&sparse, full.payload.data() + sizeof(vfio_region_info), sizeof(sparse));
+  EXPECT_EQ(sparse.header.id, VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+  EXPECT_EQ(sparse.nr_areas, 1u);
 }
 
 TEST_F(ServerTest, IrqInfoReportsIntx) {

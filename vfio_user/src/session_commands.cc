@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "session.h"
 #include "umdev/mdev_core/region_info.h"
@@ -122,6 +123,12 @@ Result<Reply> Session::HandleGetRegionInfo(const Message& message) {
   Reply reply;
   reply.payload = EncodeRegionInfo(query.index, info, info.mmap_offset, query.argsz);
   auto header = LoadPayload<vfio_region_info>(reply.payload);
+  if (header && (header->flags & VFIO_REGION_INFO_FLAG_CAPS) != 0 && header->cap_offset == 0) {
+    // Unlike the kernel, vfio-user names where the chain starts even in a
+    // short reply, and QEMU rejects the region (EINVAL) when it does not.
+    header->cap_offset = sizeof(vfio_region_info);
+    std::memcpy(reply.payload.data(), &*header, sizeof(vfio_region_info));
+  }
   // The fd goes with the complete answer only, as libvfio-user does: a
   // client asking with a short argsz asks again and gets it then.
   const bool complete = header && reply.payload.size() >= header->argsz;
