@@ -1,6 +1,8 @@
 // vfio_user_bench: the round trip of a trapped 4-byte register read over
-// vfio-user, as a ratio to a raw UNIX-socket ping-pong of the same sizes
-// measured in the same run.
+// vfio-user, from an in-process client and from real QEMU (qtest), as a ratio
+// to a raw UNIX-socket ping-pong of the same sizes measured in the same run.
+// The QEMU cases need UMDEV_QEMU_ROOT (make bench sets it) and are skipped
+// without it.
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -15,6 +17,9 @@
 #include <set>
 #include <thread>
 
+#include "e2e/qemu_qtest.h"
+#include "e2e/umdevd_process.h"
+#include "fakes/pci_test_device.h"
 #include "fakes/test_parent.h"
 #include "umdev/common/unix_address.h"
 #include "umdev/pinning/type1_driver.h"
@@ -110,8 +115,100 @@ void BM_ServerRegionRead4(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 
+// Real QEMU under qtest with a PCI test device from a real umdevd: each
+// iteration is one qtest "readl" line to QEMU and its answer. The device
+// read is QEMU -> REGION_READ -> umdevd -> reply -> QEMU; the RAM read is
+// the same qtest exchange without the device, the part QEMU alone costs.
+class QemuRig {
+ public:
+  static constexpr uint64_t kBar0 = 0xe0000000;
+  static constexpr uint64_t kRam = 0x100000;
+
+  // Null, with the reason in |why|, when QEMU or the daemon cannot run here.
+  static std::unique_ptr<QemuRig> Start(std::string* why) {
+    const auto root = umdev::test::QemuRootFromEnvironment();
+    if (!root) {
+      *why = "UMDEV_QEMU_ROOT is not set (make bench sets it)";
+      return nullptr;
+    }
+    auto rig = std::unique_ptr<QemuRig>(new QemuRig());
+    auto scratch = umdev::test::RootScratchDir::Create(*root);
+    if (!scratch) return Fail(why, scratch.error());
+    rig->scratch_.emplace(std::move(*scratch));
+    auto daemon = umdev::test::UmdevdProcess::Start(
+        UMDEVD_TESTBED, rig->scratch_->path(),
+        R"({"parents":[{"driver":"test-pci","name":"pci0"}]})", "warn");
+    if (!daemon) return Fail(why, daemon.error());
+    rig->daemon_.emplace(std::move(*daemon));
+    const std::string uuid = Uuid::Generate().ToString();
+    auto created = rig->daemon_->Ctl(UMDEVCTL, "start -p pci0 -t test_pci-basic -u " + uuid);
+    if (!created) return Fail(why, created.error());
+    umdev::test::QemuQtestOptions options;
+    options.root = *root;
+    options.devices.push_back({rig->daemon_->SocketOf(uuid), "04.0", "dev0"});
+    auto qemu = umdev::test::QemuQtest::Start(std::move(options));
+    if (!qemu) return Fail(why, qemu.error());
+    rig->qemu_.emplace(std::move(*qemu));
+    // Place BAR0 and enable memory decoding, as firmware would.
+    auto placed = rig->qemu_->ConfigWrite32(4, 0, 0x10, static_cast<uint32_t>(kBar0));
+    if (placed) placed = rig->qemu_->ConfigWrite16(4, 0, 0x04, 0x0002);
+    if (!placed) return Fail(why, placed.error());
+    return rig;
+  }
+
+  umdev::test::QemuQtest& qemu() { return *qemu_; }
+
+ private:
+  QemuRig() = default;
+  static std::unique_ptr<QemuRig> Fail(std::string* why, const Error& error) {
+    *why = error.Describe();
+    return nullptr;
+  }
+
+  // Destroyed in reverse: QEMU first, then the daemon, then the scratch dir.
+  std::optional<umdev::test::RootScratchDir> scratch_;
+  std::optional<umdev::test::UmdevdProcess> daemon_;
+  std::optional<umdev::test::QemuQtest> qemu_;
+};
+
+void QemuReadLoop(benchmark::State& state, uint64_t address, uint32_t expected) {
+  std::string why;
+  auto rig = QemuRig::Start(&why);
+  if (!rig) {
+    state.SkipWithError(why.c_str());
+    for (auto _ : state) {
+    }
+    return;
+  }
+  if (expected != 0) {
+    auto value = rig->qemu().Readl(address);
+    if (!value || *value != expected) {
+      state.SkipWithError("the device did not answer with its id");
+      for (auto _ : state) {
+      }
+      return;
+    }
+  }
+  for (auto _ : state) {
+    auto value = rig->qemu().Readl(address);
+    if (!value) std::abort();
+    benchmark::DoNotOptimize(*value);
+  }
+}
+
+void BM_QemuQtestBarRead4(benchmark::State& state) {
+  QemuReadLoop(state, QemuRig::kBar0 + umdev::testing::pci_test::kRegId,
+               umdev::testing::pci_test::kIdValue);
+}
+
+void BM_QemuQtestRamRead4(benchmark::State& state) {
+  QemuReadLoop(state, QemuRig::kRam, 0);
+}
+
 BENCHMARK(BM_RawSocketPingPong)->MinTime(kMinTime)->UseRealTime();
 BENCHMARK(BM_ServerRegionRead4)->MinTime(kMinTime)->UseRealTime();
+BENCHMARK(BM_QemuQtestBarRead4)->MinTime(kMinTime)->UseRealTime();
+BENCHMARK(BM_QemuQtestRamRead4)->MinTime(kMinTime)->UseRealTime();
 
 // Prints the table, then each round trip as a multiple of the raw ping-pong.
 class RatioReporter : public benchmark::ConsoleReporter {

@@ -16,7 +16,8 @@ namespace umdev::test {
 
 Result<UmdevdProcess> UmdevdProcess::Start(const std::string& binary,
                                            const std::filesystem::path& dir,
-                                           const std::string& config_json) {
+                                           const std::string& config_json,
+                                           const std::string& log_level) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json") << config_json;
   const std::string state = (dir / "state").string();
@@ -31,7 +32,7 @@ Result<UmdevdProcess> UmdevdProcess::Start(const std::string& binary,
       ::dup2(fd, STDERR_FILENO);
     }
     ::execl(binary.c_str(), binary.c_str(), "--state-dir", state.c_str(), "--config",
-            config.c_str(), "--log-level", "debug", nullptr);
+            config.c_str(), "--log-level", log_level.c_str(), nullptr);
     ::_exit(127);
   }
   UmdevdProcess process(dir, pid);

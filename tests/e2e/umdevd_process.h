@@ -16,10 +16,12 @@ namespace umdev::test {
 class UmdevdProcess {
  public:
   // Writes |config_json| to DIR/config.json and starts |binary| with
-  // --state-dir DIR/state; returns once DIR/state/control.sock exists.
+  // --state-dir DIR/state --log-level |log_level|; returns once
+  // DIR/state/control.sock exists.
   // Errors: ETIMEDOUT not ready in 10 s (the daemon's log is in the context).
   static Result<UmdevdProcess> Start(const std::string& binary, const std::filesystem::path& dir,
-                                     const std::string& config_json);
+                                     const std::string& config_json,
+                                     const std::string& log_level = "debug");
   UmdevdProcess(UmdevdProcess&& other) noexcept;
   UmdevdProcess& operator=(UmdevdProcess&&) = delete;
   UmdevdProcess(const UmdevdProcess&) = delete;
