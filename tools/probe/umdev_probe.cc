@@ -29,8 +29,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Commands: info | regions | irqs | read REGION OFFSET [WIDTH|--count N] |\n"
       "  write REGION OFFSET VALUE [WIDTH] [--posted] | map-memory SIZE [--iova A] [--no-fd] |\n"
-      "  mem-read IOVA LEN | mem-write IOVA HEXBYTES | wait-irq INDEX [VECTOR] [--timeout MS] |\n"
-      "  unmask-irq INDEX [VECTOR] | reset | save FILE | resume FILE |\n"
+      "  mem-read IOVA LEN | mem-write IOVA HEXBYTES | arm-irq INDEX [VECTOR] |\n"
+      "  wait-irq INDEX [VECTOR] [--timeout MS] | unmask-irq INDEX [VECTOR] | reset | save FILE | resume FILE |\n"
       "  - or script: one command a line from stdin on one connection ('#' comments)");
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> words = app.remaining();

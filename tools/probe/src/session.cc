@@ -132,13 +132,14 @@ Result<Output> ProbeSession::Dispatch(const std::vector<std::string>& words) {
   if (name == "map-memory") return MapMemory(words);
   if (name == "mem-read") return MemRead(words);
   if (name == "mem-write") return MemWrite(words);
+  if (name == "arm-irq") return ArmIrq(words);
   if (name == "wait-irq") return WaitIrq(words);
   if (name == "unmask-irq") return UnmaskIrq(words);
   if (name == "save") return Save(words);
   if (name == "resume") return Resume(words);
   return Fail(kUsageError,
               "unknown command; commands: info regions irqs read write map-memory mem-read "
-              "mem-write wait-irq unmask-irq reset save resume");
+              "mem-write arm-irq wait-irq unmask-irq reset save resume");
 }
 
 Result<Output> ProbeSession::Info() {

@@ -95,6 +95,33 @@ Result<Output> ProbeSession::MemWrite(const std::vector<std::string>& words) {
   return output;
 }
 
+Result<int> ProbeSession::IrqEventfd(std::pair<uint32_t, uint32_t> irq) {
+  auto found = irq_fds_.find(irq);
+  if (found != irq_fds_.end()) return found->second.get();
+  UniqueFd created(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!created) return FailErrno("eventfd");
+  const int raw = created.get();
+  UMDEV_TRY(client_.SetIrqEventfds(irq.first, irq.second, VFIO_IRQ_SET_ACTION_TRIGGER,
+                                   std::span(&raw, 1)));
+  irq_fds_.emplace(irq, std::move(created));
+  return raw;
+}
+
+// Registers the trigger eventfd now, so that an interrupt the next commands
+// cause is counted by a later wait-irq (a device does not replay an
+// interrupt raised before its trigger existed, as on a kernel device).
+Result<Output> ProbeSession::ArmIrq(const std::vector<std::string>& words) {
+  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {}, {}, 1, 2, "arm-irq INDEX [VECTOR]"));
+  UMDEV_ASSIGN_OR_RETURN(auto irq, IrqWords(args));
+  auto fd = IrqEventfd(irq);
+  if (!fd.has_value()) {
+    return Context(fd.error(), fmt::format("irq {} vector {}", irq.first, irq.second));
+  }
+  Output output;
+  output.json = {{"index", irq.first}, {"vector", irq.second}};
+  return output;
+}
+
 Result<Output> ProbeSession::WaitIrq(const std::vector<std::string>& words) {
   UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {"--timeout"}, {}, 1, 2,
                                               "wait-irq INDEX [VECTOR] [--timeout MS]"));
@@ -105,20 +132,9 @@ Result<Output> ProbeSession::WaitIrq(const std::vector<std::string>& words) {
     timeout_ms = std::min<uint64_t>(timeout_ms, 24 * 3600 * 1000);
   }
   const std::string where = fmt::format("irq {} vector {}", irq.first, irq.second);
-  UniqueFd& fd = irq_fds_[irq];
-  if (!fd.valid()) {
-    UniqueFd created(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!created) return FailErrno("eventfd");
-    const int raw = created.get();
-    auto set = client_.SetIrqEventfds(irq.first, irq.second, VFIO_IRQ_SET_ACTION_TRIGGER,
-                                      std::span(&raw, 1));
-    if (!set.has_value()) {
-      irq_fds_.erase(irq);
-      return Context(set.error(), where);
-    }
-    fd = std::move(created);
-  }
-  pollfd p{fd.get(), POLLIN, 0};
+  auto fd = IrqEventfd(irq);
+  if (!fd.has_value()) return Context(fd.error(), where);
+  pollfd p{*fd, POLLIN, 0};
   int ready;
   do {
     ready = ::poll(&p, 1, static_cast<int>(timeout_ms));
@@ -128,7 +144,7 @@ Result<Output> ProbeSession::WaitIrq(const std::vector<std::string>& words) {
     return Fail(ETIMEDOUT, fmt::format("{}: no interrupt within {} ms", where, timeout_ms));
   }
   uint64_t count = 0;
-  if (::read(fd.get(), &count, sizeof(count)) != sizeof(count)) return FailErrno("eventfd read");
+  if (::read(*fd, &count, sizeof(count)) != sizeof(count)) return FailErrno("eventfd read");
   Output output;
   output.text = fmt::format("{}: {} interrupt(s)\n", where, count);
   output.json = {{"index", irq.first}, {"vector", irq.second}, {"count", count}};

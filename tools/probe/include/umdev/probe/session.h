@@ -57,6 +57,7 @@ class ProbeSession {
   Result<Output> MapMemory(const std::vector<std::string>& words);
   Result<Output> MemRead(const std::vector<std::string>& words);
   Result<Output> MemWrite(const std::vector<std::string>& words);
+  Result<Output> ArmIrq(const std::vector<std::string>& words);
   Result<Output> WaitIrq(const std::vector<std::string>& words);
   Result<Output> UnmaskIrq(const std::vector<std::string>& words);
   Result<Output> Reset();
@@ -71,6 +72,8 @@ class ProbeSession {
   // Trigger eventfds wait-irq registered, by (index, vector); kept so that
   // interrupts between two waits are not lost.
   std::map<std::pair<uint32_t, uint32_t>, UniqueFd> irq_fds_;
+  // The trigger eventfd of |irq|, registered with the device on first use.
+  Result<int> IrqEventfd(std::pair<uint32_t, uint32_t> irq);
 };
 
 }  // namespace umdev::probe
