@@ -121,9 +121,13 @@ TEST_F(ProbeDeviceTest, WaitIrqWithoutAnInterruptTimesOut) {
 // Both kinds of guest memory: a shared memfd the daemon maps, and memory only
 // the probe can reach, which the device reads and writes with DMA_READ/WRITE.
 TEST_F(ProbeDeviceTest, DeviceDmaReachesTheProbesMemoryBothWays) {
-  for (const std::string map : {"map-memory 64K", "map-memory 64K --no-fd"}) {
+  // A fresh instance each: an interrupt left asserted by the first run would
+  // be seen by the second's wait-irq.
+  const std::pair<const char*, std::string> runs[] = {{kSource, "map-memory 64K"},
+                                                      {kTarget, "map-memory 64K --no-fd"}};
+  for (const auto& [uuid, map] : runs) {
     SCOPED_TRACE(map);
-    const Output run = Script(kSource,
+    const Output run = Script(uuid,
                               map + "\n"
                               "mem-write 0x100 01:02:03:04:05:06:07:08\n"
                               "arm-irq 0\n"
