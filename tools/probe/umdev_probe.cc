@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
       "Commands: info | regions | irqs | read REGION OFFSET [WIDTH|--count N] |\n"
       "  write REGION OFFSET VALUE [WIDTH] [--posted] | map-memory SIZE [--iova A] [--no-fd] |\n"
       "  mem-read IOVA LEN | mem-write IOVA HEXBYTES | arm-irq INDEX [VECTOR] |\n"
-      "  wait-irq INDEX [VECTOR] [--timeout MS] | unmask-irq INDEX [VECTOR] | reset | save FILE | resume FILE |\n"
+      "  wait-irq INDEX [VECTOR] [--timeout MS] | unmask-irq INDEX [VECTOR] | reset |\n"
+      "  save FILE | resume FILE |\n"
       "  - or script: one command a line from stdin on one connection ('#' comments)");
   CLI11_PARSE(app, argc, argv);
   std::vector<std::string> words = app.remaining();
