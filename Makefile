@@ -1,5 +1,6 @@
 # umdev: the two commands a newcomer needs (as root on Debian 12).
-#   make run   installs what is missing, builds, runs umdevd with the embedded config
+#   make run   installs what is missing, builds, runs umdevd with the embedded config,
+#              creates an mtty instance and prints the QEMU command that attaches it
 #   make test  installs what is missing, builds, builds (once, cached outside the
 #              repository) the QEMU root the end-to-end tests run, runs every
 #              test, then the unit tests under ASan+UBSan and the concurrency
@@ -27,8 +28,10 @@ build: setup
 qemu-root: setup
 	bash scripts/qemu-root
 
+# Starts umdevd (embedded config: the mtty parent) in ./.umdev, creates one
+# mtty-1 instance and prints the QEMU command that attaches it; Ctrl-C stops it.
 run: build
-	./build/tools/umdevd --state-dir ./.umdev
+	bash scripts/run --state-dir ./.umdev
 
 test: test-regular test-asan test-tsan
 
