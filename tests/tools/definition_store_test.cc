@@ -1,12 +1,16 @@
 // mdevctl's config format and the on-disk store of definitions.
 #include "umdev/control/definition_store.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 namespace umdev::control {
 namespace {
@@ -135,6 +139,30 @@ TEST_F(DefinitionStoreTest, SkipsFilesThatAreNotUuidsOrDoNotParse) {
   const auto all = store.List();
   ASSERT_EQ(all.size(), 1u);
   EXPECT_EQ(all[0].uuid.ToString(), "c0000000-0000-4000-8000-000000000000");
+}
+
+TEST_F(DefinitionStoreTest, ConcurrentCreatesOfOneUuidLetExactlyOneWin) {
+  DefinitionStore store(dir_.string());
+  const Uuid shared = U("a0000000-0000-4000-8000-000000000000");
+  std::atomic<int> wins{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        const std::string mine = fmt::format("b{:07x}-0000-4000-8000-{:012x}", t, i);
+        EXPECT_TRUE(store.Write("p", *Uuid::Parse(mine), {"t", false, {}},
+                                DefinitionStore::Mode::kCreate).has_value());
+        (void)store.List();
+      }
+      if (store.Write("p", shared, {"t" + std::to_string(t), false, {}},
+                      DefinitionStore::Mode::kCreate).has_value()) {
+        ++wins;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(store.List().size(), 81u);
 }
 
 TEST_F(DefinitionStoreTest, AMissingDirectoryListsNothing) {
