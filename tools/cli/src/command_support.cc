@@ -3,9 +3,12 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstring>
-#include <fstream>
-#include <sstream>
+
+#include "umdev/common/unique_fd.h"
 
 namespace umdev::cli::detail {
 
@@ -71,16 +74,37 @@ std::vector<Defined> Matching(const std::vector<Defined>& all, const std::string
   return found;
 }
 
-Try<control::Definition> LoadJsonFile(const std::string& path, const std::string& read_error) {
-  std::ifstream in(path);
-  if (!in) return std::unexpected(WithOsError(read_error, errno != 0 ? errno : ENOENT));
-  std::stringstream text;
-  text << in.rdbuf();
-  auto json = control::ParseJsonText(text.str());
+Try<void> CheckReadable(const std::string& path, const std::string& error) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::unexpected(WithOsError(error, errno));
+  return {};
+}
+
+Try<Json> ReadJsonFile(const std::string& path, const std::string& read_error) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::unexpected(WithOsError(read_error, errno));
+  std::string text;
+  char chunk[4096];
+  for (ssize_t n; (n = ::read(fd.get(), chunk, sizeof(chunk))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::unexpected(WithOsError(read_error, errno));
+    text.append(chunk, static_cast<size_t>(n));
+  }
+  auto json = control::ParseJsonText(text);
   if (!json.has_value()) return std::unexpected(Failure{json.error().context, ""});
-  auto definition = control::ParseDefinition(*json);
+  return std::move(*json);
+}
+
+Try<control::Definition> DefinitionFrom(const Json& json) {
+  auto definition = control::ParseDefinition(json);
   if (!definition.has_value()) return std::unexpected(Failure{definition.error().context, ""});
   return std::move(*definition);
+}
+
+Try<control::Definition> LoadJsonFile(const std::string& path, const std::string& read_error) {
+  auto json = ReadJsonFile(path, read_error);
+  if (!json.has_value()) return std::unexpected(json.error());
+  return DefinitionFrom(*json);
 }
 
 Try<void> WriteDefinition(const Transport& call, const std::string& parent,

@@ -47,8 +47,14 @@ Try<std::vector<Defined>> Definitions(const Transport& call);
 std::vector<Defined> Matching(const std::vector<Defined>& all, const std::string& uuid,
                               const std::optional<std::string>& parent);
 
-// A JSON file's definition, as mdevctl loads --jsonfile. |read_error| is the
-// message when the file cannot be read.
+// A --jsonfile's JSON, as mdevctl reads it: |read_error| over the OS error
+// when it cannot be read, serde_json's wording for a syntax error.
+Try<Json> ReadJsonFile(const std::string& path, const std::string& read_error);
+// Whether |path| can be opened; |error| over the OS error when not.
+Try<void> CheckReadable(const std::string& path, const std::string& error);
+// mdevctl's load_from_json: the definition in |json|, or its message.
+Try<control::Definition> DefinitionFrom(const Json& json);
+// Both, for the commands that read and load at once.
 Try<control::Definition> LoadJsonFile(const std::string& path, const std::string& read_error);
 
 // Writes a definition through the daemon (the only writer of mdevctl.d).

@@ -80,7 +80,12 @@ Outcome Define(const Transport& call, const DefineOptions& options) {
   std::string parent;
   control::Definition definition;
   if (options.jsonfile.has_value()) {
+    // mdevctl's order: the file opens, a parent is given, nothing is
+    // defined there yet, then the contents parse.
     const std::string& file = *options.jsonfile;
+    if (auto readable = CheckReadable(file, "Unable to read file " + QuotedPath(file)); !readable.has_value()) {
+      return Report(readable.error());
+    }
     if (!options.parent.has_value()) {
       return Report(Failure{"Parent device required to define device via " + QuotedPath(file), ""});
     }
@@ -88,7 +93,7 @@ Outcome Define(const Transport& call, const DefineOptions& options) {
     if (!Matching(*defined, uuid, parent).empty()) {
       return Report(Failure{fmt::format("Cowardly refusing to overwrite existing config for {}/{}", parent, uuid), ""});
     }
-    auto loaded = LoadJsonFile(file, "Unable to read file " + QuotedPath(file));
+    auto loaded = LoadJsonFile(file, "Unable to read jsonfile " + QuotedPath(file));
     if (!loaded.has_value()) return Report(loaded.error());
     definition = std::move(*loaded);
   } else {
@@ -132,7 +137,7 @@ Outcome Undefine(const Transport& call, const Uuid& uuid, const std::optional<st
   for (const Defined& d : found) {
     auto removed = Ask(call, {{"cmd", "undefine"}, {"parent", d.parent}, {"uuid", id}});
     if (!removed.has_value()) {
-      warnings += fmt::format("[WARN  mdevctl] Undefine of {} on parent {} failed with error: {}\n",
+      warnings += fmt::format("Undefine of {} on parent {} failed with error: {}\n",
                               id, d.parent, removed.error().message);
     }
   }
@@ -266,14 +271,17 @@ Outcome Start(const Transport& call, const StartOptions& options) {
   std::string parent, type;
   control::AttributeList attrs;
   if (options.jsonfile.has_value()) {
-    auto loaded = LoadJsonFile(*options.jsonfile, "Unable to read jsonfile " + QuotedPath(*options.jsonfile));
-    if (!loaded.has_value()) return Report(loaded.error());
+    // mdevctl's order: read and parse, then the options, then the contents.
+    auto json = ReadJsonFile(*options.jsonfile, "Unable to read jsonfile " + QuotedPath(*options.jsonfile));
+    if (!json.has_value()) return Report(json.error());
     if (options.type.has_value()) {
       return Report(Failure{"Device type cannot be specified separately from json file", ""});
     }
     if (!options.parent.has_value()) {
       return Report(Failure{"Parent device required to start device via json file", ""});
     }
+    auto loaded = DefinitionFrom(*json);
+    if (!loaded.has_value()) return Report(loaded.error());
     parent = *options.parent;
     type = loaded->mdev_type;
     attrs = std::move(loaded->attrs);
