@@ -17,12 +17,12 @@ Result<AttributeList> ParseAttributes(const Json& attrs) {
   for (const Json& attr : attrs) {
     if (!attr.is_object()) return Fail(EINVAL, "invalid JSON format for attribute: not an object");
     if (attr.size() != 1) return Fail(EINVAL, "invalid JSON format for attribute: too many fields");
-    const auto& [name, value] = *attr.items().begin();
+    const auto only = attr.begin();
     // mdevctl 1.3 panics on a non-string value; refusing it is the sane reading.
-    if (!value.is_string()) {
+    if (!only.value().is_string()) {
       return Fail(EINVAL, "invalid JSON format for attribute: value is not a string");
     }
-    list.emplace_back(name, value.get<std::string>());
+    list.emplace_back(only.key(), only.value().get<std::string>());
   }
   return list;
 }
