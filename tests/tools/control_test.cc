@@ -17,8 +17,10 @@
 
 #include "fakes/test_parent.h"
 #include "umdev/control/client.h"
+#include "umdev/control/definition_store.h"
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
+#include "umdev/daemon/autostart.h"
 #include "umdev/daemon/daemon.h"
 
 namespace umdev::control {
@@ -92,6 +94,97 @@ TEST_F(HandlerTest, AttributeCommands) {
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-list"}, {"uuid", other}})["errno"], ENODEV);
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", other}, {"name", "x"}})["errno"],
             ENODEV);
+}
+
+TEST_F(HandlerTest, StartWithAMissingAttributeRemovesTheDeviceAgain) {
+  const Json reply = HandleRequest(registry_, {{"cmd", "start"}, {"parent", "test_parent"},
+                                               {"type", "test-a"}, {"uuid", kUuid},
+                                               {"attrs", Json::parse(R"([{"nope":"1"}])")}});
+  EXPECT_EQ(reply["errno"], ENOENT);
+  EXPECT_EQ(reply["attr"], Json::parse(R"({"name":"nope","value":"1","exists":false})"));
+  EXPECT_TRUE(registry_.Mdevs().empty());
+  EXPECT_EQ(registry_.Parents()[0].types[0].available_instances, 1u) << "the instance came back";
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "start"}, {"parent", "test_parent"}, {"type", "test-a"},
+                                      {"uuid", kUuid}, {"attrs", "x"}})["errno"],
+            EINVAL);
+  EXPECT_TRUE(registry_.Mdevs().empty());
+}
+
+TEST_F(HandlerTest, DefinitionVerbsNeedAStore) {
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "defined"}})["errno"], EOPNOTSUPP);
+}
+
+class DefinitionVerbsTest : public HandlerTest {
+ protected:
+  static std::filesystem::path TestDir() {
+    return std::filesystem::temp_directory_path() /
+           ("umdev-defverbs-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+  void SetUp() override {
+    HandlerTest::SetUp();
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  Json Call(const Json& request) { return HandleRequest(registry_, &store_, request); }
+  const std::filesystem::path dir_ = TestDir();
+  DefinitionStore store_{dir_.string()};
+};
+
+TEST_F(DefinitionVerbsTest, DefineListAndUndefine) {
+  const Json config = Json::parse(R"({"mdev_type":"test-a","start":"auto","attrs":[{"k":"v"}]})");
+  EXPECT_TRUE(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}, {"config", config}})["ok"].get<bool>());
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}, {"config", config}})["errno"], EEXIST);
+  Json replaced = config;
+  replaced["start"] = "manual";
+  EXPECT_TRUE(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}, {"config", replaced},
+                    {"replace", true}})["ok"].get<bool>());
+  const Json listed = Call({{"cmd", "defined"}});
+  ASSERT_EQ(listed["definitions"].size(), 1u);
+  EXPECT_EQ(listed["definitions"][0],
+            Json::parse(std::string(R"({"parent":"p","uuid":")") + kUuid +
+                        R"(","mdev_type":"test-a","start":"manual","attrs":[{"k":"v"}]})"));
+  EXPECT_TRUE(Call({{"cmd", "undefine"}, {"parent", "p"}, {"uuid", kUuid}})["ok"].get<bool>());
+  EXPECT_EQ(Call({{"cmd", "undefine"}, {"parent", "p"}, {"uuid", kUuid}})["errno"], ENOENT);
+  EXPECT_TRUE(Call({{"cmd", "defined"}})["definitions"].empty());
+}
+
+TEST_F(DefinitionVerbsTest, BadDefinitionsChangeNothing) {
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}})["errno"], EINVAL);
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid},
+                  {"config", Json::parse(R"({"start":"auto"})")}})["message"],
+            "invalid json");
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "../x"}, {"uuid", kUuid},
+                  {"config", Json::parse(R"({"mdev_type":"t","start":"auto"})")}})["errno"],
+            EINVAL);
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", "nope"},
+                  {"config", Json::parse(R"({"mdev_type":"t","start":"auto"})")}})["errno"],
+            EINVAL);
+  EXPECT_TRUE(Call({{"cmd", "defined"}})["definitions"].empty());
+  EXPECT_FALSE(std::filesystem::exists(dir_));
+}
+
+TEST_F(DefinitionVerbsTest, AutostartStartsAutoDefinitionsWhenTheirParentRegisters) {
+  const char* manual = "22222222-2222-4222-8222-222222222222";
+  const char* broken = "33333333-3333-4333-8333-333333333333";
+  ASSERT_TRUE(store_.Write("late", *Uuid::Parse(kUuid), {"test-a", true, {}},
+                           DefinitionStore::Mode::kCreate).has_value());
+  ASSERT_TRUE(store_.Write("late", *Uuid::Parse(manual), {"test-a", false, {}},
+                           DefinitionStore::Mode::kCreate).has_value());
+  ASSERT_TRUE(store_.Write("late", *Uuid::Parse(broken), {"test-z", true, {}},
+                           DefinitionStore::Mode::kCreate).has_value());
+  daemon::Autostarter autostart(registry_, store_);
+  registry_.AddObserver(&autostart);
+  ASSERT_TRUE(registry_
+                  .RegisterParent(std::make_shared<TestParentDriver>(
+                      TestParentDriver::Options{.parent_name = "late"}))
+                  .has_value());
+  registry_.RemoveObserver(&autostart);
+  const auto mdevs = registry_.Mdevs();
+  ASSERT_EQ(mdevs.size(), 1u) << "the manual one waits; the bad type is logged and skipped";
+  EXPECT_EQ(mdevs[0].uuid.ToString(), kUuid);
+  EXPECT_EQ(mdevs[0].parent, "late");
+  EXPECT_EQ(autostart.StartParent("late"), 0u) << "a running definition is not started twice";
 }
 
 TEST_F(HandlerTest, MalformedRequestsAreEinval) {

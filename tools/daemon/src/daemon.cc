@@ -87,9 +87,14 @@ Result<void> Daemon::Start() {
   server.allowed_uids = config.vfio_user.allowed_uids;
   vfio_user_ = std::make_unique<vfio_user::Server>(*registry_, std::move(server));
   UMDEV_TRY(vfio_user_->Start());
+  // Definitions start as their parent registers, at start-up or later; the
+  // vfio-user server observes first so autostarted instances get sockets.
+  definitions_ = std::make_unique<control::DefinitionStore>(options_.state_dir + "/mdevctl.d");
+  autostart_ = std::make_unique<Autostarter>(*registry_, *definitions_);
+  registry_->AddObserver(autostart_.get());
   UMDEV_TRY(RegisterParents());
-  control_ = std::make_unique<control::ControlServer>(*registry_,
-                                                      options_.state_dir + "/control.sock");
+  control_ = std::make_unique<control::ControlServer>(
+      *registry_, options_.state_dir + "/control.sock", definitions_.get());
   UMDEV_TRY(control_->Start());
   spdlog::info("umdevd: listening on {}/control.sock", options_.state_dir);
   return {};
@@ -100,7 +105,10 @@ void Daemon::Stop() {
   control_.reset();
   if (vfio_user_ != nullptr) vfio_user_->Stop();  // Clients go before their devices.
   vfio_user_.reset();
+  if (autostart_ != nullptr) registry_->RemoveObserver(autostart_.get());
+  autostart_.reset();
   registry_.reset();  // Unregisters every parent and removes their instances.
+  definitions_.reset();
   lock_fd_.Reset();
 }
 

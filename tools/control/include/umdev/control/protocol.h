@@ -3,7 +3,17 @@
 //
 // Requests:  {"cmd":"types"}                                   -> {"ok":true,"parents":[...]}
 //            {"cmd":"list"}                                    -> {"ok":true,"mdevs":[...]}
-//            {"cmd":"start","parent":P,"type":T,"uuid":U}      -> {"ok":true,"uuid":U}
+//            {"cmd":"start","parent":P,"type":T,"uuid":U[,"attrs":[{N:V},...]]}
+//                                                              -> {"ok":true,"uuid":U}
+//              attributes are written in order after creation; if one is
+//              missing or refused the instance is removed again and the
+//              failure reply carries "attr":{"name":N,"value":V,"exists":B}
+//            {"cmd":"defined"}                                 -> {"ok":true,"definitions":
+//                  [{"parent":P,"uuid":U,"mdev_type":T,"start":"auto"|"manual","attrs":[..]}]}
+//            {"cmd":"define","parent":P,"uuid":U,"config":{mdev_type,start,attrs}
+//                   [,"replace":true]}                         -> {"ok":true}
+//              EEXIST defined already, unless replace
+//            {"cmd":"undefine","parent":P,"uuid":U}            -> {"ok":true}  (ENOENT)
 //            {"cmd":"stop","uuid":U}                           -> {"ok":true}
 //            {"cmd":"attr-list","uuid":U}                      -> {"ok":true,"attributes":
 //                                              [{"name":N,"readable":B,"writable":B}]}

@@ -16,8 +16,13 @@
 
 namespace umdev::control {
 
+class DefinitionStore;
+
 // Answers one request; public so the protocol is testable without sockets.
-// Thread-safe (the Registry is).
+// Thread-safe (the Registry and the store are). With no |store| the
+// definition verbs answer EOPNOTSUPP.
+nlohmann::json HandleRequest(Registry& registry, DefinitionStore* store,
+                             const nlohmann::json& request);
 nlohmann::json HandleRequest(Registry& registry, const nlohmann::json& request);
 
 // Start() and Stop() from one thread; connections are served on their own
@@ -26,7 +31,8 @@ class ControlServer {
  public:
   static constexpr size_t kMaxConnections = 32;
 
-  ControlServer(Registry& registry, std::string socket_path);
+  // |store| may be null (no persistent definitions); it must outlive Stop().
+  ControlServer(Registry& registry, std::string socket_path, DefinitionStore* store = nullptr);
   ~ControlServer() { Stop(); }
 
   // Binds |socket_path| (mode 0600, replacing a stale socket) and starts
@@ -46,6 +52,7 @@ class ControlServer {
   void ReapLocked() UMDEV_REQUIRES(mu_);
 
   Registry& registry_;
+  DefinitionStore* const store_;
   const std::string socket_path_;
   UniqueFd listener_;
   UniqueFd wake_;  // eventfd: Stop() wakes every poll().

@@ -14,7 +14,9 @@
 
 #include "umdev/common/error.h"
 #include "umdev/common/unique_fd.h"
+#include "umdev/control/definition_store.h"
 #include "umdev/control/server.h"
+#include "umdev/daemon/autostart.h"
 #include "umdev/mdev_core/registry.h"
 #include "umdev/vfio_user/server.h"
 
@@ -68,7 +70,8 @@ class Daemon {
   void AddParentFactory(std::string driver, ParentFactory factory);
 
   // Creates and locks the state dir, registers the IOMMU drivers and the
-  // configured parents, serves their instances over vfio-user at
+  // configured parents (starting their "auto" definitions from
+  // DIR/mdevctl.d), serves their instances over vfio-user at
   // DIR/vfio-user/<uuid>.sock, and opens DIR/control.sock. Errors: EWOULDBLOCK
   // another umdevd holds the state dir; EINVAL unknown driver in the config;
   // the factory's, the registry's or the socket's errors.
@@ -90,6 +93,8 @@ class Daemon {
   UniqueFd lock_fd_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<vfio_user::Server> vfio_user_;
+  std::unique_ptr<control::DefinitionStore> definitions_;
+  std::unique_ptr<Autostarter> autostart_;
   std::unique_ptr<control::ControlServer> control_;
 };
 
