@@ -209,6 +209,12 @@ TEST(ConfigTest, ParsesPinningLimits) {
   EXPECT_EQ(daemon::ParseConfig(R"({"limits":{"max_dma_mappings":70000}})").error().code, EINVAL);
 }
 
+TEST(ConfigTest, ParsesTheSysfsMountPoint) {
+  EXPECT_EQ(daemon::ParseConfig("{}")->sysfs_mount, "");  // Not mounted by default.
+  EXPECT_EQ(daemon::ParseConfig(R"({"sysfs_mount":"/run/umdev/sys"})")->sysfs_mount, "/run/umdev/sys");
+  EXPECT_EQ(daemon::ParseConfig(R"({"sysfs_mount":1})").error().code, EINVAL);
+}
+
 TEST(DaemonTest, RegistersTheType1Backend) {
   const auto dir = std::filesystem::temp_directory_path() / ("umdev-t1-" + std::to_string(getpid()));
   daemon::Daemon d(daemon::Options{.state_dir = dir.string(), .config = {}});
