@@ -3,6 +3,7 @@
 
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
+#include "sysfs_commands.h"
 
 namespace umdev::control {
 namespace {
@@ -92,7 +93,7 @@ Result<Json> AttrSet(Registry& registry, const Json& request) {
   return Json{{"ok", true}};
 }
 
-Result<Json> Dispatch(Registry& registry, const Json& request) {
+Result<Json> Dispatch(Registry& registry, const Json& request, const sysfs::Tree* tree) {
   if (!request.is_object()) return Fail(EINVAL, "request is not a JSON object");
   UMDEV_ASSIGN_OR_RETURN(const std::string cmd, StringField(request, "cmd"));
   if (cmd == "types") return Types(registry);
@@ -102,13 +103,17 @@ Result<Json> Dispatch(Registry& registry, const Json& request) {
   if (cmd == "attr-list") return AttrList(registry, request);
   if (cmd == "attr-get") return AttrGet(registry, request);
   if (cmd == "attr-set") return AttrSet(registry, request);
+  if (cmd.starts_with("sysfs-")) {
+    if (tree != nullptr) return SysfsCommand(*tree, cmd, request);
+    return SysfsCommand(sysfs::Tree(registry), cmd, request);
+  }
   return Fail(EINVAL, fmt::format("unknown command '{}'", cmd));
 }
 
 }  // namespace
 
-Json HandleRequest(Registry& registry, const Json& request) {
-  Result<Json> reply = Dispatch(registry, request);
+Json HandleRequest(Registry& registry, const Json& request, const sysfs::Tree* tree) {
+  Result<Json> reply = Dispatch(registry, request, tree);
   return reply.has_value() ? std::move(*reply) : ErrorReply(reply.error());
 }
 

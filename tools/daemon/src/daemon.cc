@@ -98,8 +98,8 @@ Result<void> Daemon::Start() {
     UMDEV_TRY(sysfs_fuse_->Start());
   }
   // Last: a control socket tells clients that everything else is ready.
-  control_ = std::make_unique<control::ControlServer>(*registry_,
-                                                      options_.state_dir + "/control.sock");
+  control_ = std::make_unique<control::ControlServer>(
+      *registry_, options_.state_dir + "/control.sock", sysfs_tree_.get());
   UMDEV_TRY(control_->Start());
   spdlog::info("umdevd: listening on {}/control.sock", options_.state_dir);
   return {};
