@@ -302,6 +302,55 @@ TEST(ConfigTest, ParsesPinningLimits) {
   EXPECT_EQ(daemon::ParseConfig(R"({"limits":{"max_dma_mappings":70000}})").error().code, EINVAL);
 }
 
+TEST_F(HandlerTest, SysfsCommandsServeTheTreeWithItsErrnos) {
+  const std::string type = "class/mdev_bus/test_parent/mdev_supported_types/test-a";
+  const Json stat = HandleRequest(registry_, {{"cmd", "sysfs-stat"}, {"path", "class/mdev_bus/test_parent"}});
+  ASSERT_TRUE(stat["ok"].get<bool>()) << stat.dump();
+  EXPECT_EQ(stat["kind"], "link");
+  EXPECT_EQ(stat["mode"], 0777);
+  EXPECT_EQ(stat["target"], "../../devices/virtual/umdev/test_parent");
+  const Json list = HandleRequest(registry_, {{"cmd", "sysfs-list"}, {"path", type}});
+  ASSERT_TRUE(list["ok"].get<bool>()) << list.dump();
+  ASSERT_EQ(list["entries"].size(), 6u);
+  EXPECT_EQ(list["entries"][1], Json({{"name", "create"}, {"kind", "file"}, {"mode", 0200}}));
+  EXPECT_EQ(list["entries"][4], Json({{"name", "devices"}, {"kind", "dir"}, {"mode", 0755}}));
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", type + "/available_instances"}})["value"],
+            "1\n");
+  const Json created = HandleRequest(
+      registry_, {{"cmd", "sysfs-write"}, {"path", type + "/create"}, {"value", std::string(kUuid) + "\n"}});
+  EXPECT_TRUE(created["ok"].get<bool>()) << created.dump();
+  EXPECT_EQ(registry_.Mdevs().size(), 1u);
+  const Json again = HandleRequest(
+      registry_, {{"cmd", "sysfs-write"}, {"path", type + "/create"}, {"value", kUuid}});
+  EXPECT_EQ(again["errname"], "EEXIST");
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", type + "/create"}})["errno"], EACCES);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-list"}, {"path", "nope"}})["errno"], ENOENT);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-write"}, {"path", type + "/create"}})["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}})["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-chmod"}, {"path", ""}})["errno"], EINVAL);
+  const Json removed = HandleRequest(
+      registry_, {{"cmd", "sysfs-write"}, {"path", std::string("bus/mdev/devices/") + kUuid + "/remove"},
+                  {"value", "1"}});
+  EXPECT_TRUE(removed["ok"].get<bool>()) << removed.dump();
+  EXPECT_TRUE(registry_.Mdevs().empty());
+}
+
+TEST_F(HandlerTest, SysfsCommandsUseTheDaemonsTreeWhenGiven) {
+  const sysfs::Tree tree(registry_, sysfs::TreeOptions{.socket_path = [](const Uuid&) {
+                           return std::string("/sock");
+                         }});
+  ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());
+  const std::string path = std::string("bus/mdev/devices/") + kUuid + "/vfio_user_socket";
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", path}}, &tree)["value"], "/sock\n");
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", path}})["errno"], ENOENT);
+}
+
+TEST(ConfigTest, ParsesTheSysfsMountPoint) {
+  EXPECT_EQ(daemon::ParseConfig("{}")->sysfs_mount, "");  // Not mounted by default.
+  EXPECT_EQ(daemon::ParseConfig(R"({"sysfs_mount":"/run/umdev/sys"})")->sysfs_mount, "/run/umdev/sys");
+  EXPECT_EQ(daemon::ParseConfig(R"({"sysfs_mount":1})").error().code, EINVAL);
+}
+
 TEST(DaemonTest, RegistersTheType1Backend) {
   const auto dir = std::filesystem::temp_directory_path() / ("umdev-t1-" + std::to_string(getpid()));
   daemon::Daemon d(daemon::Options{.state_dir = dir.string(), .config = {}});

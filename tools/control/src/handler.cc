@@ -5,6 +5,7 @@
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
 #include "umdev/control/start.h"
+#include "sysfs_commands.h"
 
 namespace umdev::control {
 namespace {
@@ -145,7 +146,8 @@ Result<Json> AttrSet(Registry& registry, const Json& request) {
   return Json{{"ok", true}};
 }
 
-Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& request) {
+Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& request,
+                      const sysfs::Tree* tree) {
   if (!request.is_object()) return Fail(EINVAL, "request is not a JSON object");
   UMDEV_ASSIGN_OR_RETURN(const std::string cmd, StringField(request, "cmd"));
   if (cmd == "types") return Types(registry);
@@ -158,17 +160,22 @@ Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& re
   if (cmd == "attr-list") return AttrList(registry, request);
   if (cmd == "attr-get") return AttrGet(registry, request);
   if (cmd == "attr-set") return AttrSet(registry, request);
+  if (cmd.starts_with("sysfs-")) {
+    if (tree != nullptr) return SysfsCommand(*tree, cmd, request);
+    return SysfsCommand(sysfs::Tree(registry), cmd, request);
+  }
   return Fail(EINVAL, fmt::format("unknown command '{}'", cmd));
 }
 
 }  // namespace
 
-Json HandleRequest(Registry& registry, const Json& request) {
-  return HandleRequest(registry, nullptr, request);
+Json HandleRequest(Registry& registry, const Json& request, const sysfs::Tree* tree) {
+  return HandleRequest(registry, nullptr, request, tree);
 }
 
-Json HandleRequest(Registry& registry, DefinitionStore* store, const Json& request) {
-  Result<Json> reply = Dispatch(registry, store, request);
+Json HandleRequest(Registry& registry, DefinitionStore* store, const Json& request,
+                   const sysfs::Tree* tree) {
+  Result<Json> reply = Dispatch(registry, store, request, tree);
   return reply.has_value() ? std::move(*reply) : ErrorReply(reply.error());
 }
 

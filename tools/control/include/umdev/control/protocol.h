@@ -19,6 +19,16 @@
 //                                              [{"name":N,"readable":B,"writable":B}]}
 //            {"cmd":"attr-get","uuid":U,"name":N}              -> {"ok":true,"value":V}
 //            {"cmd":"attr-set","uuid":U,"name":N,"value":V}    -> {"ok":true}
+// The sysfs tree (docs/sysfs.md), for tools where FUSE is not mounted; PATH
+// is relative to the tree's root, as under --sysfs-mount:
+//            {"cmd":"sysfs-stat","path":P}        -> {"ok":true,"kind":K,"mode":M[,"target":T]}
+//            {"cmd":"sysfs-list","path":P}        -> {"ok":true,"entries":
+//                                              [{"name":N,"kind":K,"mode":M[,"target":T]}]}
+//            {"cmd":"sysfs-read","path":P}        -> {"ok":true,"value":V}
+//            {"cmd":"sysfs-write","path":P,"value":V} -> {"ok":true}
+//            K is "dir", "file" or "link"; M the permission bits; T a link's target.
+//            Errors are the tree's: those a stat(), open(), read() or write()
+//            on the mounted tree would give.
 // Failures:  {"ok":false,"errno":N,"errname":"EEXIST","message":"..."}
 #pragma once
 

@@ -13,6 +13,7 @@
 #include "umdev/common/mutex.h"
 #include "umdev/common/unique_fd.h"
 #include "umdev/mdev_core/registry.h"
+#include "umdev/sysfs/tree.h"
 
 namespace umdev::control {
 
@@ -20,10 +21,12 @@ class DefinitionStore;
 
 // Answers one request; public so the protocol is testable without sockets.
 // Thread-safe (the Registry and the store are). With no |store| the
-// definition verbs answer EOPNOTSUPP.
+// definition verbs answer EOPNOTSUPP. The sysfs-* commands use |tree|, or a
+// Tree of |registry| without vfio_user_socket attributes when it is null.
 nlohmann::json HandleRequest(Registry& registry, DefinitionStore* store,
-                             const nlohmann::json& request);
-nlohmann::json HandleRequest(Registry& registry, const nlohmann::json& request);
+                             const nlohmann::json& request, const sysfs::Tree* tree = nullptr);
+nlohmann::json HandleRequest(Registry& registry, const nlohmann::json& request,
+                             const sysfs::Tree* tree = nullptr);
 
 // Start() and Stop() from one thread; connections are served on their own
 // threads (at most kMaxConnections at once; more are refused with EBUSY).
@@ -31,8 +34,10 @@ class ControlServer {
  public:
   static constexpr size_t kMaxConnections = 32;
 
-  // |store| may be null (no persistent definitions); it must outlive Stop().
-  ControlServer(Registry& registry, std::string socket_path, DefinitionStore* store = nullptr);
+  // |store| may be null (no persistent definitions); |tree| (optional)
+  // serves the sysfs-* commands. Both are not owned and must outlive Stop().
+  ControlServer(Registry& registry, std::string socket_path, DefinitionStore* store = nullptr,
+                const sysfs::Tree* tree = nullptr);
   ~ControlServer() { Stop(); }
 
   // Binds |socket_path| (mode 0600, replacing a stale socket) and starts
@@ -53,6 +58,7 @@ class ControlServer {
 
   Registry& registry_;
   DefinitionStore* const store_;
+  const sysfs::Tree* const tree_;
   const std::string socket_path_;
   UniqueFd listener_;
   UniqueFd wake_;  // eventfd: Stop() wakes every poll().
