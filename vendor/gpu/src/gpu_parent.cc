@@ -39,21 +39,23 @@ Result<uint64_t> ParseBytes(const nlohmann::json& value) {
   return number << shift;
 }
 
-Result<uint32_t> FindDevice(const nlohmann::json& device) {
+// |device|: a loader index, a PCI address or a name substring; null: index 0.
+Result<Accelerator> FindDevice(const nlohmann::json* device) {
   UMDEV_ASSIGN_OR_RETURN(std::vector<Accelerator> all, DiscoverAccelerators());
-  if (device.is_number_unsigned()) {
+  if (device == nullptr || device->is_number_unsigned()) {
+    const uint64_t index = device == nullptr ? 0 : device->get<uint64_t>();
     for (const Accelerator& a : all) {
-      if (a.index == device.get<uint64_t>()) return a.index;
+      if (a.index == index) return a;
     }
-    return Fail(ENODEV, "config: gpu: no accelerator with that index");
+    return Fail(ENODEV, fmt::format("config: gpu: no accelerator with index {}", index));
   }
-  if (!device.is_string()) return Fail(EINVAL, "config: gpu \"device\"");
-  const std::string want = device.get<std::string>();
+  if (!device->is_string()) return Fail(EINVAL, "config: gpu \"device\"");
+  const std::string want = device->get<std::string>();
   for (const Accelerator& a : all) {
-    if (!a.pci_address.empty() && a.pci_address == want) return a.index;
+    if (!a.pci_address.empty() && a.pci_address == want) return a;
   }
   for (const Accelerator& a : all) {
-    if (a.name.find(want) != std::string::npos) return a.index;
+    if (a.name.find(want) != std::string::npos) return a;
   }
   return Fail(ENODEV, "config: gpu: no accelerator matches \"" + want + "\"");
 }
@@ -201,10 +203,13 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
     if (device != nullptr) return Fail(EINVAL, "config: gpu parent: \"device\" with cpu engine");
     if (!named) options.parent_name = "gpu-cpu";
   } else {
-    if (device != nullptr) {
-      UMDEV_ASSIGN_OR_RETURN(options.device_index, FindDevice(*device));
+    UMDEV_ASSIGN_OR_RETURN(const Accelerator accelerator, FindDevice(device));
+    options.device_index = accelerator.index;
+    if (!named) {
+      options.parent_name = accelerator.pci_address.empty()
+                                ? fmt::format("gpu{}", accelerator.index)
+                                : accelerator.pci_address;
     }
-    if (!named) options.parent_name = fmt::format("gpu{}", options.device_index);
   }
   UMDEV_ASSIGN_OR_RETURN(auto parent, GpuParent::Create(std::move(options)));
   return std::shared_ptr<ParentDriver>(std::move(parent));

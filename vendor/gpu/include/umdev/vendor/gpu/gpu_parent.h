@@ -80,7 +80,8 @@ class GpuParent final : public ParentDriver {
   const std::shared_ptr<Budget> budget_;
 };
 
-// The daemon's config entry {"driver": "gpu", ...}: "name", "engine"
+// The daemon's config entry {"driver": "gpu", ...}: "name" (default: the
+// accelerator's PCI address, else gpu<index>; "gpu-cpu"), "engine"
 // ("vulkan" or "cpu"), "device" (loader index, PCI address or a name
 // substring; Vulkan only), "memory" (bytes, or "512M"/"1G"), "placement"
 // ("heterogeneous"/"homogeneous"), "pci_id" ("VVVV:DDDD"). Errors: EINVAL a
