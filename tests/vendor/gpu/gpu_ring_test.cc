@@ -42,7 +42,7 @@ std::vector<std::byte> Args(uint32_t gx, uint32_t gy, uint32_t gz,
     std::memcpy(at + 16, &b.size, 8);
     at += kArgsBindingSize;
   }
-  std::memcpy(at, push.data(), push.size() * 4);
+  if (!push.empty()) std::memcpy(at, push.data(), push.size() * 4);
   return out;
 }
 
