@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "gpu_device_test_util.h"
+#include "umdev/common/scope_exit.h"
 #include "umdev/vendor/gpu/builtin_kernels.h"
 
 namespace umdev::vendor::gpu::testing {
@@ -271,6 +272,73 @@ TEST_P(GpuRingTest, UnmapUnderARunningCopy) {
   SetReg(kRegErrorClear, 1);
   Submit({Fence(kGuestIova + 0x8000, 5)});
   EXPECT_EQ(Reg64(kRegFenceDone), 5u);
+}
+
+// A reset while a COPY is between chunks: the rest of the entry is dropped
+// or finishes first, and either way nothing of it survives the reset.
+TEST_P(GpuRingTest, ResetDuringACopyLeavesNothingBehind) {
+  std::vector<uint8_t> data(48 * 4096, 0xab);
+  PutGuest(kDataIova, data);
+  std::thread resetter;
+  dma_.set_pin_hook(2, [&] {
+    resetter = std::thread([&] { EXPECT_TRUE(device_->Reset().has_value()); });
+  });
+  EnableQueue();
+  Submit({Copy(kCopySrcGuest, kDataIova, 0, data.size())});
+  ASSERT_TRUE(resetter.joinable());
+  resetter.join();
+  ASSERT_TRUE(device_->WaitIdle());
+  EXPECT_EQ(Reg(kRegQueueCtrl), 0u);
+  EXPECT_EQ(Reg(kRegQueueHead), 0u);
+  EXPECT_EQ(Reg(kRegErrorCode), 0u);
+  std::vector<uint8_t> slice(data.size(), 1);
+  ASSERT_TRUE(device_->RegionRead(VFIO_PCI_BAR2_REGION_INDEX, 0,
+                                  std::as_writable_bytes(std::span(slice))).has_value());
+  EXPECT_EQ(slice, std::vector<uint8_t>(data.size(), 0));
+  EXPECT_EQ(account_->used(), 0u);
+}
+
+// Two instances on one runner: a stopped queue on one leaves the other
+// running, and neither reaches the other's memory.
+TEST_P(GpuRingTest, AFailedInstanceDoesNotStopAnother) {
+  auto slice = engine_->CreateSlice(kSliceBytes);
+  ASSERT_TRUE(slice.has_value());
+  Type1Dma other_dma(backend_);
+  GpuDevice other(GpuDeviceOptions{}, std::move(*slice), other_dma, runner_, nullptr);
+  other_dma.set_owner(other.dma_unmap_listener());
+  ASSERT_TRUE(backend_.AttachListener(*other.dma_unmap_listener()).has_value());
+  ScopeExit detach([&] { backend_.DetachListener(*other.dma_unmap_listener()); });
+
+  EnableQueue();
+  Submit({Fill(0, 4096, 0x11111111), Fill(kSliceBytes, 4, 0)});  // The second fails.
+  ASSERT_EQ(Reg(kRegErrorCode), static_cast<uint32_t>(EFAULT));
+
+  // The other instance's ring one page further in guest memory.
+  const uint64_t ring = kRingIova + 0x1000;
+  const Desc entries[] = {Fill(0, 4096, 0x22222222), Copy(kCopyDstGuest, 0, kDataIova, 16),
+                          Fence(kDataIova + 64, 7)};
+  for (size_t i = 0; i < 3; ++i) {
+    std::memcpy(Guest(ring + i * kEntrySize), entries[i].bytes, kEntrySize);
+  }
+  auto set = [&](uint32_t offset, uint32_t value) {
+    ASSERT_TRUE(other.RegionWrite(VFIO_PCI_BAR0_REGION_INDEX, offset,
+                                  std::as_bytes(std::span(&value, 1))).has_value());
+  };
+  set(kRegQueueBase, static_cast<uint32_t>(ring));
+  set(kRegQueueSize, 16);
+  set(kRegQueueCtrl, kQueueEnable);
+  set(kRegQueueTail, 3);
+  set(kRegDoorbell, 1);
+  ASSERT_TRUE(other.WaitIdle());
+  EXPECT_EQ(other.stats().commands, 3u);
+  EXPECT_EQ(GetGuest<uint32_t>(kDataIova, 4), std::vector<uint32_t>(4, 0x22222222));
+  EXPECT_EQ(GetGuest<uint64_t>(kDataIova + 64, 1).front(), 7u);
+  // Still stopped, with its own memory.
+  EXPECT_EQ(Reg(kRegErrorCode), static_cast<uint32_t>(EFAULT));
+  uint32_t word = 0;
+  ASSERT_TRUE(device_->RegionRead(VFIO_PCI_BAR2_REGION_INDEX, 0,
+                                  std::as_writable_bytes(std::span(&word, 1))).has_value());
+  EXPECT_EQ(word, 0x11111111u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, GpuRingTest,

@@ -42,12 +42,12 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
                      DirectRunner& runner, irq::VirqfdLoop* resample_loop,
                      std::function<void()> on_destroy)
     : options_(options),
+      on_destroy_(std::move(on_destroy)),
       slice_(std::move(slice)),
       bar2_size_(Bar2SizeFor(slice_->size())),
       dma_(dma),
       irqs_(irq::IrqCounts{.intx = 1, .msi = 0, .msix = kMsixVectors, .err = 0, .req = 1},
             resample_loop),
-      on_destroy_(std::move(on_destroy)),
       config_(PciHeaderSpec{.vendor_id = options.vendor_id,
                             .device_id = options.device_id,
                             .subsystem_vendor_id = options.vendor_id,
@@ -76,6 +76,8 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
 
 GpuDevice::~GpuDevice() {
   attachment_.reset();  // No RunOne() runs after this.
+  irqs_.DisableAll();   // Before the parent's loop may go with on_destroy_.
+  slice_.reset();       // The engine has the memory back before the budget.
   if (on_destroy_) on_destroy_();
 }
 

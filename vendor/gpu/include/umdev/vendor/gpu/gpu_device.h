@@ -121,11 +121,13 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   void OnPinsRevoked(uint64_t iova, uint64_t size) override;
 
   const GpuDeviceOptions options_;
-  const std::unique_ptr<Slice> slice_;
+  // Runs last in the destructor; what it captures (the parent's runner and
+  // interrupt loop) outlives every member below.
+  std::function<void()> on_destroy_;
+  std::unique_ptr<Slice> slice_;  // Freed before on_destroy_ runs.
   const uint64_t bar2_size_;
   DmaAccess& dma_;
   irq::DeviceIrqs irqs_;
-  std::function<void()> on_destroy_;
 
   Mutex exec_mu_;
   // The pinned guest chunk a COPY is working on; empty between chunks.
