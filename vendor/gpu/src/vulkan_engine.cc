@@ -288,17 +288,9 @@ Result<void> VulkanSlice::InitImported() {
     return VkFail(r, "vkGetMemoryHostPointerPropertiesEXT");
   }
   // Host-coherent, so host access through the mapping needs no flushes.
-  VkPhysicalDeviceMemoryProperties memory{};
-  vkGetPhysicalDeviceMemoryProperties(dev_->physical, &memory);
-  const VkMemoryPropertyFlags coherent =
-      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  uint32_t type = UINT32_MAX;
-  for (uint32_t i = 0; i < memory.memoryTypeCount && type == UINT32_MAX; ++i) {
-    if ((pointer.memoryTypeBits & req.memoryTypeBits & (1u << i)) != 0 &&
-        (memory.memoryTypes[i].propertyFlags & coherent) == coherent) {
-      type = i;
-    }
-  }
+  const uint32_t type = FindMemoryType(
+      dev_->physical, pointer.memoryTypeBits & req.memoryTypeBits,
+      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
   if (type == UINT32_MAX) return Fail(ENOTSUP, "no coherent memory type imports host memory");
   VkImportMemoryHostPointerInfoEXT import{};
   import.sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT;
@@ -574,16 +566,8 @@ Result<std::shared_ptr<Engine>> CreateVulkanEngine(const VulkanEngineOptions& op
   queue_info.queueCount = 1;
   queue_info.pQueuePriorities = &priority;
   std::vector<const char*> extensions;
-  if (HasDeviceExtension(dev->physical, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME)) {
-    VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{};
-    host.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT;
-    VkPhysicalDeviceProperties2 properties2{};
-    properties2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
-    properties2.pNext = &host;
-    vkGetPhysicalDeviceProperties2(dev->physical, &properties2);
-    dev->import_alignment = host.minImportedHostPointerAlignment;
-    extensions.push_back(VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
-  }
+  dev->import_alignment = HostImportAlignment(dev->physical);
+  if (dev->import_alignment != 0) extensions.push_back(VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
 
   VkDeviceCreateInfo device_info{};
   device_info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
