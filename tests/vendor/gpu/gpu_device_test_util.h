@@ -20,6 +20,7 @@
 #include "umdev/common/mutex.h"
 #include "umdev/mdev_core/irq_set.h"
 #include "umdev/pinning/type1_backend.h"
+#include "umdev/vendor/gpu/direct_runner.h"
 #include "umdev/vendor/gpu/gpu_device.h"
 
 namespace umdev::vendor::gpu::testing {

@@ -39,7 +39,7 @@ uint64_t Bar2SizeFor(uint64_t slice_size) {
 }  // namespace
 
 GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, DmaAccess& dma,
-                     DirectRunner& runner, irq::VirqfdLoop* resample_loop,
+                     QueueRunner& runner, irq::VirqfdLoop* resample_loop,
                      std::function<void()> on_destroy)
     : options_(options),
       on_destroy_(std::move(on_destroy)),

@@ -74,7 +74,8 @@ Result<std::shared_ptr<GpuParent>> GpuParent::Create(GpuParentOptions options) {
 }
 
 Result<std::shared_ptr<GpuParent>> GpuParent::Create(GpuParentOptions options,
-                                                     std::shared_ptr<Engine> engine) {
+                                                     std::shared_ptr<Engine> engine,
+                                                     std::shared_ptr<QueueRunner> runner) {
   if (options.memory == 0 || options.memory % (8 * kPageSize) != 0) {
     return Fail(EINVAL, fmt::format("gpu: memory {:#x} is not a non-zero multiple of 8 pages",
                                     options.memory));
@@ -82,16 +83,17 @@ Result<std::shared_ptr<GpuParent>> GpuParent::Create(GpuParentOptions options,
   UMDEV_ASSIGN_OR_RETURN(irq::VirqfdLoop loop, irq::VirqfdLoop::Create());
   auto shared_loop = std::make_shared<irq::VirqfdLoop>(std::move(loop));
   UMDEV_TRY(shared_loop->Start());
-  return std::shared_ptr<GpuParent>(
-      new GpuParent(std::move(options), std::move(engine), std::move(shared_loop)));
+  if (runner == nullptr) runner = std::make_shared<DirectRunner>();
+  return std::shared_ptr<GpuParent>(new GpuParent(std::move(options), std::move(engine),
+                                                  std::move(shared_loop), std::move(runner)));
 }
 
 GpuParent::GpuParent(GpuParentOptions options, std::shared_ptr<Engine> engine,
-                     std::shared_ptr<irq::VirqfdLoop> loop)
+                     std::shared_ptr<irq::VirqfdLoop> loop, std::shared_ptr<QueueRunner> runner)
     : options_(std::move(options)),
       engine_(std::move(engine)),
       loop_(std::move(loop)),
-      runner_(std::make_shared<DirectRunner>()),
+      runner_(std::move(runner)),
       budget_(std::make_shared<Budget>()) {}
 
 std::vector<MdevTypeSpec> GpuParent::types() const {

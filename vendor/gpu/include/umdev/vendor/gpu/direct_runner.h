@@ -9,32 +9,23 @@
 #include <thread>
 
 #include "umdev/common/mutex.h"
-#include "umdev/vendor/gpu/command_queue.h"
+#include "umdev/vendor/gpu/queue_runner.h"
 
 namespace umdev::vendor::gpu {
 
-// What a device sees of whatever runs its queue. Thread-safe.
-class QueueAttachment {
- public:
-  virtual ~QueueAttachment() = default;
-  // The queue has (or may have) work: RunOne() will be called soon on the
-  // runner's thread. Never blocks and never calls RunOne() itself.
-  virtual void Kick() = 0;
-};
-
 // Thread-safe: devices attach, kick and detach from transport threads; one
 // worker thread calls RunOne().
-class DirectRunner {
+class DirectRunner final : public QueueRunner {
  public:
   DirectRunner();
-  ~DirectRunner();  // Every attachment must be gone.
+  ~DirectRunner() override;  // Every attachment must be gone.
   DirectRunner(const DirectRunner&) = delete;
   DirectRunner& operator=(const DirectRunner&) = delete;
 
   // |queue| must outlive the returned handle, whose destruction detaches it
   // and waits for a RunOne() of it in progress. |share_permille| is
   // recorded for the scheduler to come; DirectRunner ignores it.
-  std::unique_ptr<QueueAttachment> Attach(CommandQueue* queue, uint32_t share_permille);
+  std::unique_ptr<QueueAttachment> Attach(CommandQueue* queue, uint32_t share_permille) override;
 
  private:
   struct Entry {

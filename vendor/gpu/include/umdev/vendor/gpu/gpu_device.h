@@ -20,7 +20,7 @@
 #include "umdev/mdev_core/device_ops.h"
 #include "umdev/mdev_core/pci_config_space.h"
 #include "umdev/vendor/gpu/command_queue.h"
-#include "umdev/vendor/gpu/direct_runner.h"
+#include "umdev/vendor/gpu/queue_runner.h"
 #include "umdev/vendor/gpu/engine.h"
 #include "umdev/vendor/gpu/gpu_regs.h"
 
@@ -50,7 +50,7 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   // Attaches to |runner| (which must outlive the device) with the options'
   // share. |resample_loop| may be null (INTx resample eventfds: ENOTTY).
   GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, DmaAccess& dma,
-            DirectRunner& runner, irq::VirqfdLoop* resample_loop,
+            QueueRunner& runner, irq::VirqfdLoop* resample_loop,
             std::function<void()> on_destroy = {});
   ~GpuDevice() override;
   GpuDevice(const GpuDevice&) = delete;

@@ -37,15 +37,18 @@ struct GpuParentOptions {
 // Types "1of1", "1of2", "1of4", "1of8" (directories gpu-1of1 ...): 1/N of the
 // parent's memory and of its compute share, the description saying both
 // ("memory=128M\ncompute_share=12.5%"). Each instance is a GpuDevice whose
-// commands run on the parent's DirectRunner thread. Thread-safe.
+// commands run on the parent's QueueRunner (a DirectRunner by default).
+// Thread-safe.
 class GpuParent final : public ParentDriver {
  public:
   // Creates the engine (Vulkan: ENODEV no such device; CPU). Errors: EINVAL
   // memory 0 or not a multiple of 8 pages; the engine's.
   static Result<std::shared_ptr<GpuParent>> Create(GpuParentOptions options);
-  // The same over an engine the caller made (tests).
+  // The same over an engine the caller made, and with |runner| (null: a new
+  // DirectRunner) running every instance's queue: where a scheduler plugs in.
   static Result<std::shared_ptr<GpuParent>> Create(GpuParentOptions options,
-                                                   std::shared_ptr<Engine> engine);
+                                                   std::shared_ptr<Engine> engine,
+                                                   std::shared_ptr<QueueRunner> runner = nullptr);
 
   std::string parent_name() const override { return options_.parent_name; }
   std::string driver_name() const override { return "gpu"; }
@@ -69,14 +72,14 @@ class GpuParent final : public ParentDriver {
   };
 
   GpuParent(GpuParentOptions options, std::shared_ptr<Engine> engine,
-            std::shared_ptr<irq::VirqfdLoop> loop);
+            std::shared_ptr<irq::VirqfdLoop> loop, std::shared_ptr<QueueRunner> runner);
   static unsigned EighthsOf(const MdevTypeSpec& type);
 
   const GpuParentOptions options_;
   const std::shared_ptr<Engine> engine_;
   const std::shared_ptr<irq::VirqfdLoop> loop_;
   // Shared with the devices, which may outlive the parent.
-  const std::shared_ptr<DirectRunner> runner_;
+  const std::shared_ptr<QueueRunner> runner_;
   const std::shared_ptr<Budget> budget_;
 };
 
