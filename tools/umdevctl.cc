@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "umdev/cli/clap_errors.h"
 #include "umdev/cli/commands.h"
 #include "umdev/control/client.h"
 #include "umdev/control/protocol.h"
@@ -142,7 +143,101 @@ std::string DefaultStateDir() {
   return env_dir != nullptr ? env_dir : "/run/umdev";
 }
 
-int Parse(CLI::App& app, int argc, char** argv) {
+// The first command-line word that is not --state-dir or its value, or
+// argc when there is none.
+int FirstWord(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view word = argv[i];
+    if (word == "--state-dir") {
+      ++i;
+      continue;
+    }
+    if (!word.starts_with("--state-dir=")) return i;
+  }
+  return argc;
+}
+
+// The long names of the options given to |sub| (its word at argv[first]),
+// in command-line order, each once: what clap's usage lines are made of.
+std::vector<std::string> UsedArguments(CLI::App& sub, int first, int argc, char** argv) {
+  std::vector<std::string> used;
+  auto note = [&](const CLI::Option* option) {
+    if (option == nullptr || option->get_lnames().empty()) return;
+    const std::string& name = option->get_lnames().front();
+    if (std::find(used.begin(), used.end(), name) == used.end()) used.push_back(name);
+  };
+  for (int i = first + 1; i < argc; ++i) {
+    const std::string_view word = argv[i];
+    if (word.starts_with("--")) {
+      const size_t eq = word.find('=');
+      const CLI::Option* option = sub.get_option_no_throw(std::string(word.substr(0, eq)));
+      note(option);
+      if (option != nullptr && option->get_expected_min() > 0 && eq == std::string_view::npos) ++i;
+    } else if (word.starts_with("-") && word.size() > 1) {
+      // Short flags may be bundled ("-ad"); a value option takes the rest.
+      for (size_t c = 1; c < word.size(); ++c) {
+        const CLI::Option* option = sub.get_option_no_throw(std::string("-") + word[c]);
+        note(option);
+        if (option != nullptr && option->get_expected_min() > 0) {
+          if (c + 1 == word.size()) ++i;
+          break;
+        }
+      }
+    }
+  }
+  return used;
+}
+
+// CLI11's parse errors in clap's words.
+int ParseFailure(CLI::App& app, const CLI::ParseError& error, const char* program, int argc,
+                 char** argv) {
+  const std::string what = error.what();
+  const int first = FirstWord(argc, argv);
+  if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr &&
+      what.find("subcommand") != std::string::npos) {
+    if (first == argc) {  // No command at all: clap prints the help, as a usage error.
+      std::fputs(app.help().c_str(), stderr);
+      return cli::kClapUsageStatus;
+    }
+    const std::string word = argv[first];
+    const std::string message = word.starts_with("-")
+                                    ? fmt::format("unexpected argument '{}' found", word)
+                                    : fmt::format("unrecognized subcommand '{}'", word);
+    std::fputs(cli::ClapErrorText(message, fmt::format("{} {}", program, cli::BaseUsage("")))
+                   .c_str(),
+               stderr);
+    return cli::kClapUsageStatus;
+  }
+  const std::string subcommand =
+      app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name();
+  if (dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr) {
+    // "The following argument(s) was/were not expected: X ..."
+    const size_t colon = what.find(": ");
+    std::string word = colon == std::string::npos ? what : what.substr(colon + 2);
+    word = word.substr(0, word.find(' '));
+    const std::string usage = subcommand.empty() && std::string_view(program) == "lsmdev"
+                                  ? "lsmdev [OPTIONS]"
+                                  : fmt::format("{} {}", program, cli::BaseUsage(subcommand));
+    std::fputs(cli::ClapErrorText(fmt::format("unexpected argument '{}' found", word), usage).c_str(),
+               stderr);
+    return cli::kClapUsageStatus;
+  }
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&error) != nullptr) {
+    // "--uuid: 1 required TEXT missing"
+    const std::string option = what.substr(0, what.find(':'));
+    if (option.starts_with("--")) {
+      std::fputs(cli::ClapErrorText(fmt::format("a value is required for '{}' but none was supplied",
+                                                cli::RenderArgument(option.substr(2))),
+                                    "")
+                     .c_str(),
+                 stderr);
+      return cli::kClapUsageStatus;
+    }
+  }
+  return UsageError(what);
+}
+
+int Parse(CLI::App& app, const char* program, int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -150,9 +245,20 @@ int Parse(CLI::App& app, int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    return UsageError(e.what());
+    return ParseFailure(app, e, program, argc, argv);
   }
   return -1;
+}
+
+// mdevctl's own argument rules for the parsed subcommand (see clap_errors.h).
+int CheckClapRules(CLI::App& app, int argc, char** argv) {
+  if (app.get_subcommands().empty()) return -1;
+  CLI::App& sub = *app.get_subcommands().front();
+  const std::vector<std::string> used = UsedArguments(sub, FirstWord(argc, argv), argc, argv);
+  const auto failure = cli::CheckArguments("umdevctl", sub.get_name(), used);
+  if (!failure.has_value()) return -1;
+  std::fputs(failure->c_str(), stderr);
+  return cli::kClapUsageStatus;
 }
 
 int Lsmdev(int argc, char** argv) {
@@ -161,7 +267,7 @@ int Lsmdev(int argc, char** argv) {
   app.add_option("--state-dir", state_dir, "umdevd's state directory (or UMDEV_STATE_DIR)");
   ListArgs args;
   AddListOptions(app, args);
-  if (int parsed = Parse(app, argc, argv); parsed >= 0) return parsed;
+  if (int parsed = Parse(app, "lsmdev", argc, argv); parsed >= 0) return parsed;
   Connection connection(state_dir + "/control.sock");
   const cli::Transport call = [&connection](const Json& request) { return connection(request); };
   return RunList(call, args);
@@ -191,15 +297,14 @@ int main(int argc, char** argv) {
 
   auto* define = app.add_subcommand("define", "Define a persistent mediated device");
   define->add_option("-u,--uuid", uuid, "Assign UUID to the device");
-  auto* define_auto = define->add_flag("-a,--auto", autostart, "Automatically start device on parent availability");
+  define->add_flag("-a,--auto", autostart, "Automatically start device on parent availability");
   define->add_option("-p,--parent", parent, "Specify the parent of the device");
-  auto* define_type = define->add_option("-t,--type", type, "Specify the mdev type of the device");
-  define->add_option("--jsonfile", jsonfile, "Specify device details in JSON format")
-      ->excludes(define_type)->excludes(define_auto);
+  define->add_option("-t,--type", type, "Specify the mdev type of the device");
+  define->add_option("--jsonfile", jsonfile, "Specify device details in JSON format");
   define->add_flag("-f,--force", force, "Accepted for mdevctl compatibility (umdev runs no call-outs)");
 
   auto* undefine = app.add_subcommand("undefine", "Undefine a persistent mediated device");
-  undefine->add_option("-u,--uuid", uuid, "UUID of the device to be undefined")->required();
+  undefine->add_option("-u,--uuid", uuid, "UUID of the device to be undefined");
   undefine->add_option("-p,--parent", parent, "Parent of the device to be undefined");
   undefine->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
 
@@ -207,38 +312,31 @@ int main(int argc, char** argv) {
   cli::ModifyOptions mod;
   std::optional<std::string> addattr, value;
   std::optional<unsigned> index;
-  modify->add_option("-u,--uuid", uuid, "UUID of the mdev to modify")->required();
+  modify->add_option("-u,--uuid", uuid, "UUID of the mdev to modify");
   modify->add_option("-p,--parent", parent, "Parent of the mdev to modify");
-  auto* mod_type = modify->add_option("-t,--type", type, "Modify the mdev type for this device");
-  auto* mod_addattr = modify->add_option("--addattr", addattr, "Add a new attribute");
-  auto* mod_delattr = modify->add_flag("--delattr", mod.delattr, "Delete an attribute");
-  auto* mod_index = modify->add_option("-i,--index", index, "Index of the attribute to modify");
-  auto* mod_value = modify->add_option("--value", value, "Value for the attribute specified by --addattr");
-  auto* mod_auto = modify->add_flag("-a,--auto", mod.autostart, "Device will be started automatically");
-  auto* mod_manual = modify->add_flag("-m,--manual", mod.manual, "Device must be started manually");
-  auto* mod_live = modify->add_flag("-l,--live", mod.live, "Modify the running device (attributes from --jsonfile)");
+  modify->add_option("-t,--type", type, "Modify the mdev type for this device");
+  modify->add_option("--addattr", addattr, "Add a new attribute");
+  modify->add_flag("--delattr", mod.delattr, "Delete an attribute");
+  modify->add_option("-i,--index", index, "Index of the attribute to modify");
+  modify->add_option("--value", value, "Value for the attribute specified by --addattr");
+  modify->add_flag("-a,--auto", mod.autostart, "Device will be started automatically");
+  modify->add_flag("-m,--manual", mod.manual, "Device must be started manually");
+  modify->add_flag("-l,--live", mod.live, "Modify the running device (attributes from --jsonfile)");
   modify->add_flag("-d,--defined", mod.defined, "Modify the stored device definition");
-  auto* mod_json = modify->add_option("--jsonfile", jsonfile, "Specify device details in JSON format");
+  modify->add_option("--jsonfile", jsonfile, "Specify device details in JSON format");
   modify->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
-  mod_addattr->needs(mod_value);
-  mod_value->needs(mod_addattr)->excludes(mod_delattr);
-  mod_auto->excludes(mod_index)->excludes(mod_value)->excludes(mod_manual);
-  mod_manual->excludes(mod_index)->excludes(mod_value);
-  mod_live->excludes(mod_type)->excludes(mod_index)->excludes(mod_value)->needs(mod_json);
-  mod_json->excludes(mod_type)->excludes(mod_index)->excludes(mod_value);
 
   auto* start = app.add_subcommand("start", "Start a mediated device");
   start->add_option("-u,--uuid", uuid, "UUID of the device to start");
   start->add_option("-p,--parent", parent, "Parent of the device to start");
-  auto* start_type = start->add_option("-t,--type", type, "Mdev type of the device to start");
-  start->add_option("--jsonfile", jsonfile, "Details of the device to be started, in JSON format")
-      ->excludes(start_type);
+  start->add_option("-t,--type", type, "Mdev type of the device to start");
+  start->add_option("--jsonfile", jsonfile, "Details of the device to be started, in JSON format");
   start->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
   std::vector<std::string> attrs;
   start->add_option("--attr", attrs, "umdev: also set a device attribute after creation (name=value)");
 
   auto* stop = app.add_subcommand("stop", "Stop a mediated device");
-  stop->add_option("-u,--uuid", uuid, "UUID of the device to stop")->required();
+  stop->add_option("-u,--uuid", uuid, "UUID of the device to stop");
   stop->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
 
   auto* qemu = app.add_subcommand("qemu-args", "umdev: print the QEMU options that attach a device");
@@ -256,27 +354,22 @@ int main(int argc, char** argv) {
   attr->add_option("-n,--name", attr_name, "Attribute (default: list all)");
   attr->add_option("-v,--value", attr_value, "New value (needs --name)")->needs("--name");
 
-  if (int parsed = Parse(app, argc, argv); parsed >= 0) return parsed;
-  Connection connection(state_dir + "/control.sock");
-  const cli::Transport call = [&connection](const Json& request) { return connection(request); };
+  if (int parsed = Parse(app, "umdevctl", argc, argv); parsed >= 0) return parsed;
+  // clap checks a value as it parses it, before the rules between arguments.
   int status = 0;
   const std::optional<Uuid> id = UuidOption(uuid, status);
   if (status != 0) return status;
+  if (int checked = CheckClapRules(app, argc, argv); checked >= 0) return checked;
+  Connection connection(state_dir + "/control.sock");
+  const cli::Transport call = [&connection](const Json& request) { return connection(request); };
 
   if (types->parsed()) return Emit(cli::Types(call, parent, dumpjson));
   if (list->parsed()) return RunList(call, list_args);
   if (define->parsed()) {
-    if (!id.has_value() && !parent.has_value()) {
-      return UsageError("the following required arguments were not provided:\n  --uuid <UUID>");
-    }
     return Emit(cli::Define(call, {id, autostart, parent, type, jsonfile}));
   }
   if (undefine->parsed()) return Emit(cli::Undefine(call, *id, parent));
   if (modify->parsed()) {
-    if (!mod.autostart && !mod.manual && !addattr.has_value() && !mod.delattr && !jsonfile.has_value()) {
-      return UsageError("the following required arguments were not provided:\n"
-                        "  <--auto|--manual|--addattr <attr_name>|--delattr|--jsonfile <JSONFILE>>");
-    }
     mod.uuid = *id;
     mod.parent = parent;
     mod.type = type;
@@ -287,9 +380,6 @@ int main(int argc, char** argv) {
     return Emit(cli::Modify(call, mod));
   }
   if (start->parsed()) {
-    if (!id.has_value() && !parent.has_value()) {
-      return UsageError("the following required arguments were not provided:\n  --uuid <UUID>");
-    }
     cli::StartOptions options{id, parent, type, jsonfile, {}};
     for (const std::string& text : attrs) {
       auto setting = SplitAttr(text);

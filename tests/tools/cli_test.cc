@@ -25,29 +25,28 @@ TEST_F(CliTest, TypesPrintsMdevctlText) {
             "  test-b\n"
             "    Available instances: 2\n"
             "    Device API: vfio-pci\n"
-            "    Name: b\n"
-            "\n");
+            "    Name: b\n");
 }
 
 TEST_F(CliTest, StartListStopRoundTrip) {
   const Output start = Ctl(std::string("start -p parent0 -t test-a -u ") + kUuid);
   ASSERT_EQ(start.status, 0) << start.out;
   EXPECT_EQ(start.out, "") << "mdevctl prints the UUID only when it made it";
-  EXPECT_EQ(Ctl("list").out, std::string(kUuid) + " parent0 test-a manual\n\n");
+  EXPECT_EQ(Ctl("list").out, std::string(kUuid) + " parent0 test-a manual\n");
   const auto json = nlohmann::json::parse(Ctl("list --dumpjson").out);
   EXPECT_EQ(json[0]["parent0"][0][kUuid]["mdev_type"], "test-a");
   EXPECT_EQ(Ctl("types -p parent0 --dumpjson").out.find("\"available_instances\": 1") !=
                 std::string::npos,
             true);
   EXPECT_EQ(Ctl(std::string("stop -u ") + kUuid).status, 0);
-  EXPECT_EQ(Ctl("list").out, "\n");
+  EXPECT_EQ(Ctl("list").out, "");
 }
 
 TEST_F(CliTest, StartWithoutUuidPrintsAGeneratedOne) {
   const Output start = Ctl("start -p parent1 -t test-b");
   ASSERT_EQ(start.status, 0) << start.out;
   ASSERT_EQ(start.out.size(), 37u);
-  EXPECT_EQ(Ctl("list -p parent1").out, start.out.substr(0, 36) + " parent1 test-b manual\n\n");
+  EXPECT_EQ(Ctl("list -p parent1").out, start.out.substr(0, 36) + " parent1 test-b manual\n");
 }
 
 TEST_F(CliTest, ErrorsUseMdevctlMessagesAndExitCode) {
@@ -73,8 +72,7 @@ TEST_F(CliTest, ErrorsUseMdevctlMessagesAndExitCode) {
   const Output unknown = Ctl("stop -u 00000000-0000-4000-8000-000000000000");
   EXPECT_EQ(unknown.status, 1);
   EXPECT_EQ(unknown.out,
-            "Error: Error removing device 00000000-0000-4000-8000-000000000000\n\n"
-            "Caused by:\n    No such file or directory (os error 2)\n");
+            "Error: Device 00000000-0000-4000-8000-000000000000 is not an active mdev\n");
 }
 
 TEST_F(CliTest, NoDaemonIsAClearError) {
@@ -92,7 +90,7 @@ TEST_F(CliTest, DaemonRemovesInstancesAndSocketOnSigterm) {
   EXPECT_FALSE(fs::exists(dir_ / "state" / "control.sock"));
   // A new daemon on the same state dir starts (the lock died with the old one).
   daemon_ = StartDaemon();
-  EXPECT_EQ(Ctl("list").out, "\n");
+  EXPECT_EQ(Ctl("list").out, "");
 }
 
 TEST_F(CliTest, SecondDaemonOnTheSameStateDirExitsWithAnError) {

@@ -48,7 +48,7 @@ TEST(DefinitionTest, RejectsWithMdevctlMessages) {
 
 TEST(DefinitionTest, PrintsKeysInMdevctlOrder) {
   EXPECT_EQ(DefinitionToJson({"t", false, {{"x", "y"}}}).dump(),
-            R"({"attrs":[{"x":"y"}],"mdev_type":"t","start":"manual"})");
+            R"({"mdev_type":"t","start":"manual","attrs":[{"x":"y"}]})");
 }
 
 TEST(DefinitionTest, JsonSyntaxErrorsNameLineAndColumn) {
@@ -84,8 +84,8 @@ TEST_F(DefinitionStoreTest, WritesMdevctlFilesAndListsThemSorted) {
   ASSERT_TRUE(store.Write("p1", b, {"t", true, {{"k", "v"}}}, DefinitionStore::Mode::kCreate).has_value());
   ASSERT_TRUE(store.Write("p1", a, {"u", false, {}}, DefinitionStore::Mode::kCreate).has_value());
   EXPECT_EQ(Read(dir_ / "p1" / b.ToString()),
-            "{\n  \"attrs\": [\n    {\n      \"k\": \"v\"\n    }\n  ],\n"
-            "  \"mdev_type\": \"t\",\n  \"start\": \"auto\"\n}");
+            "{\n  \"mdev_type\": \"t\",\n  \"start\": \"auto\",\n"
+            "  \"attrs\": [\n    {\n      \"k\": \"v\"\n    }\n  ]\n}");
   const auto all = store.List();
   ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[0].parent, "p1");

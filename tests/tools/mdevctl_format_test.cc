@@ -94,9 +94,9 @@ TEST(MdevctlFormatTest, ListJsonMatchesMdevctlPrettyPrinting) {
             "    \"gpu0\": [\n"
             "      {\n"
             "        \"c1111111-1111-4111-8111-111111111111\": {\n"
-            "          \"attrs\": [],\n"
             "          \"mdev_type\": \"umdev_gpu-1\",\n"
-            "          \"start\": \"manual\"\n"
+            "          \"start\": \"manual\",\n"
+            "          \"attrs\": []\n"
             "        }\n"
             "      }\n"
             "    ]\n"
@@ -113,7 +113,7 @@ TEST(MdevctlFormatTest, ListJsonOfOneUuidIsItsDefinition) {
   std::vector<DeviceRow> rows = Rows();
   rows.resize(1);
   EXPECT_EQ(FormatListJson(rows, true),
-            "{\n  \"attrs\": [],\n  \"mdev_type\": \"mtty-2\",\n  \"start\": \"manual\"\n}");
+            "{\n  \"mdev_type\": \"mtty-2\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}");
 }
 
 TEST(MdevctlFormatTest, AttrsBlockIsEmptyWithoutAttributes) {

@@ -17,8 +17,9 @@ Outcome Types(const Transport& call, const std::optional<std::string>& parent, b
   auto reply = Ask(call, {{"cmd", "types"}});
   if (!reply.has_value()) return Report(reply.error());
   const Json& parents = (*reply)["parents"];
-  // mdevctl hands its whole output to println!.
-  return Outcome{0, (dumpjson ? FormatTypesJson(parents, parent) : FormatTypesText(parents, parent)) + "\n", ""};
+  // mdevctl 1.4 prints its output as is: text ends in a newline, JSON in none.
+  return Outcome{0, dumpjson ? FormatTypesJson(parents, parent) : FormatTypesText(parents, parent),
+                 ""};
 }
 
 Outcome List(const Transport& call, const ListOptions& options) {
@@ -59,10 +60,10 @@ Outcome List(const Transport& call, const ListOptions& options) {
     }
   }
   if (options.dumpjson) {
-    return Outcome{0, FormatListJson(std::move(rows), uuid.has_value()) + "\n", ""};
+    return Outcome{0, FormatListJson(std::move(rows), uuid.has_value()), ""};
   }
   const Listing listing = options.defined ? Listing::kDefined : Listing::kActive;
-  return Outcome{0, FormatListText(std::move(rows), listing, options.verbose) + "\n", ""};
+  return Outcome{0, FormatListText(std::move(rows), listing, options.verbose), ""};
 }
 
 Outcome Stop(const Transport& call, const Uuid& uuid) {
@@ -71,9 +72,9 @@ Outcome Stop(const Transport& call, const Uuid& uuid) {
   if (!active.has_value()) return Report(active.error());
   const bool running = std::any_of(active->begin(), active->end(),
                                    [&](const ActiveDevice& a) { return a.uuid == id; });
-  // mdevctl writes "1" to the device's remove file; with no device that
-  // file does not exist.
-  if (!running) return Report(WithOsError("Error removing device " + id, ENOENT));
+  // mdevctl 1.4 checks that the device is active before it writes "1" to
+  // its remove file.
+  if (!running) return Report(Failure{fmt::format("Device {} is not an active mdev", id), ""});
   auto reply = call({{"cmd", "stop"}, {"uuid", id}});
   if (!reply.has_value()) return Report(Failure{reply.error().Describe(), ""});
   if (reply->value("ok", false) != true) {

@@ -10,6 +10,8 @@ namespace umdev::cli {
 namespace {
 
 using Json = nlohmann::json;
+// Output objects keep insertion order, as mdevctl's serializer does.
+using OutJson = nlohmann::ordered_json;
 
 bool Matches(const std::optional<std::string>& filter, const std::string& value) {
   return !filter.has_value() || *filter == value;
@@ -43,7 +45,7 @@ void SortRows(std::vector<DeviceRow>& rows) {
   });
 }
 
-Json ConfigOf(const DeviceRow& row) {
+OutJson ConfigOf(const DeviceRow& row) {
   return control::DefinitionToJson({row.type, row.autostart, row.attrs});
 }
 
@@ -67,21 +69,21 @@ std::string FormatTypesText(const Json& parents, const std::optional<std::string
 }
 
 std::string FormatTypesJson(const Json& parents, const std::optional<std::string>& parent) {
-  Json all = Json::object();
+  OutJson all = OutJson::object();
   for (const auto& [name, types] : SortedTypes(parents, parent)) {
-    Json list = Json::array();
+    OutJson list = OutJson::array();
     for (const Json& type : types) {
-      Json info{{"available_instances", type.at("available_instances")},
+      OutJson info{{"available_instances", type.at("available_instances")},
                 {"device_api", type.at("device_api")}};
       const auto pretty = type.at("name").get<std::string>();
       if (!pretty.empty()) info["name"] = pretty;
       const auto description = Flatten(type.at("description").get<std::string>());
       if (!description.empty()) info["description"] = description;
-      list.push_back(Json{{type.at("id").get<std::string>(), std::move(info)}});
+      list.push_back(OutJson{{type.at("id").get<std::string>(), std::move(info)}});
     }
     all[name] = std::move(list);
   }
-  return (all.empty() ? Json::array() : Json::array({std::move(all)})).dump(2);
+  return (all.empty() ? OutJson::array() : OutJson::array({std::move(all)})).dump(2);
 }
 
 std::string FormatAttrs(const control::AttributeList& attrs) {
@@ -111,12 +113,12 @@ std::string FormatListText(std::vector<DeviceRow> rows, Listing listing, bool ve
 std::string FormatListJson(std::vector<DeviceRow> rows, bool single) {
   SortRows(rows);
   if (single && rows.size() == 1) return ConfigOf(rows.front()).dump(2);
-  Json all = Json::object();
+  OutJson all = OutJson::object();
   for (const DeviceRow& row : rows) {
-    if (!all.contains(row.parent)) all[row.parent] = Json::array();
-    all[row.parent].push_back(Json{{row.uuid, ConfigOf(row)}});
+    if (!all.contains(row.parent)) all[row.parent] = OutJson::array();
+    all[row.parent].push_back(OutJson{{row.uuid, ConfigOf(row)}});
   }
-  return (all.empty() ? Json::array() : Json::array({std::move(all)})).dump(2);
+  return (all.empty() ? OutJson::array() : OutJson::array({std::move(all)})).dump(2);
 }
 
 }  // namespace umdev::cli

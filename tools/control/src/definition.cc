@@ -41,14 +41,14 @@ Result<Definition> ParseDefinition(const Json& json) {
   return definition;
 }
 
-Json AttributesToJson(const AttributeList& attrs) {
-  Json list = Json::array();
-  for (const auto& [name, value] : attrs) list.push_back(Json{{name, value}});
+nlohmann::ordered_json AttributesToJson(const AttributeList& attrs) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const auto& [name, value] : attrs) list.push_back(nlohmann::ordered_json{{name, value}});
   return list;
 }
 
-Json DefinitionToJson(const Definition& definition) {
-  return Json{{"mdev_type", definition.mdev_type},
+nlohmann::ordered_json DefinitionToJson(const Definition& definition) {
+  return nlohmann::ordered_json{{"mdev_type", definition.mdev_type},
               {"start", definition.autostart ? "auto" : "manual"},
               {"attrs", AttributesToJson(definition.attrs)}};
 }

@@ -89,7 +89,13 @@ Result<void> Daemon::Start() {
   UMDEV_TRY(vfio_user_->Start());
   // Definitions start as their parent registers, at start-up or later; the
   // vfio-user server observes first so autostarted instances get sockets.
-  definitions_ = std::make_unique<control::DefinitionStore>(options_.state_dir + "/mdevctl.d");
+  // The directory exists even when empty, as mdevctl's package ships
+  // /etc/mdevctl.d: stock mdevctl refuses to run without it.
+  const std::string definitions_dir = options_.state_dir + "/mdevctl.d";
+  if (::mkdir(definitions_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return FailErrno("mkdir " + definitions_dir);
+  }
+  definitions_ = std::make_unique<control::DefinitionStore>(definitions_dir);
   autostart_ = std::make_unique<Autostarter>(*registry_, *definitions_);
   registry_->AddObserver(autostart_.get());
   UMDEV_TRY(RegisterParents());

@@ -1,7 +1,7 @@
-// mdevctl's output formats (v1.3), produced from umdevd's control replies so
-// umdevctl prints exactly what scripts written for mdevctl expect. Each
-// function returns the text mdevctl passes to println!, so callers add the
-// final newline.
+// mdevctl's output formats (checked against Debian's mdevctl 1.4), produced
+// from umdevd's control replies so umdevctl prints exactly what scripts
+// written for mdevctl expect. Each function returns the whole output: text
+// ends in a newline, JSON in none, as mdevctl prints them.
 #pragma once
 
 #include <nlohmann/json.hpp>

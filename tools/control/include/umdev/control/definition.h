@@ -31,10 +31,11 @@ struct Definition {
 // "invalid JSON format for attribute: not an object" / "...: too many fields".
 // Errors: EINVAL with that message.
 Result<Definition> ParseDefinition(const nlohmann::json& json);
-// The config object, keys in mdevctl's (sorted) order.
-nlohmann::json DefinitionToJson(const Definition& definition);
+// The config object with mdevctl's key order (mdev_type, start, attrs), which
+// its serializer keeps as inserted rather than sorted.
+nlohmann::ordered_json DefinitionToJson(const Definition& definition);
 // The "attrs" array alone.
-nlohmann::json AttributesToJson(const AttributeList& attrs);
+nlohmann::ordered_json AttributesToJson(const AttributeList& attrs);
 // Parses an "attrs" array. Errors: EINVAL with mdevctl's messages.
 Result<AttributeList> ParseAttributes(const nlohmann::json& attrs);
 
