@@ -122,7 +122,8 @@ TEST_P(GpuDeviceTest, FillThenFenceRaisesMsixVectorZero) {
 
   EnableQueue();
   const uint64_t fence_iova = kDataIova + 0x800;
-  Submit({Fill(0, 4096, 7), Copy(kCopyDstGuest, 0, kDataIova, 64), Fence(fence_iova, 0x1122334455667788)});
+  Submit({Fill(0, 4096, 7), Copy(kCopyDstGuest, 0, kDataIova, 64),
+          Fence(fence_iova, 0x1122334455667788)});
   EXPECT_EQ(GetGuest<uint64_t>(fence_iova, 1).front(), 0x1122334455667788u);
   EXPECT_EQ(GetGuest<uint32_t>(kDataIova, 16), std::vector<uint32_t>(16, 7));
   EXPECT_EQ(Reg64(kRegFenceDone), 0x1122334455667788u);

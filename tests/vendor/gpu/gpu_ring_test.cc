@@ -81,7 +81,8 @@ TEST_P(GpuRingDispatch, VectorAddFromGuestMemoryAndBack) {
   EnableQueue();
   Submit({Copy(kCopySrcGuest, kDataIova, kBufA, 4 * kCount),
           Copy(kCopySrcGuest, kDataIova + 0x1000, kBufB, 4 * kCount), dispatch,
-          Copy(kCopyDstGuest, kBufC, kDataIova + 0x2000, 4 * kCount), Fence(kDataIova + 0x3000, 1)});
+          Copy(kCopyDstGuest, kBufC, kDataIova + 0x2000, 4 * kCount),
+          Fence(kDataIova + 0x3000, 1)});
   ASSERT_EQ(Reg(kRegErrorCode), 0u);
   const auto c = GetGuest<uint32_t>(kDataIova + 0x2000, kCount);
   for (uint32_t i = 0; i < kCount; ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;

@@ -87,8 +87,6 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
       UMDEV_EXCLUDES(mu_);
 
  private:
-  struct Entry;  // A decoded-enough ring entry (gpu_commands.cc).
-
   // Registers (gpu_device.cc).
   Result<size_t> Bar0Access(uint64_t offset, std::span<std::byte> read,
                             std::span<const std::byte> write) UMDEV_EXCLUDES(mu_);
