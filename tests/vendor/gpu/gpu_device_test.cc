@@ -4,6 +4,7 @@
 #include <linux/pci_regs.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "gpu_device_test_util.h"
@@ -107,6 +108,68 @@ TEST_P(GpuDeviceTest, CopyGuestToDeviceAndBackAcrossPages) {
   EXPECT_EQ(device_->ReadAttribute("bytes").value_or(""), std::to_string(3 * kBytes));
   EXPECT_EQ(device_->ReadAttribute("errors").value_or(""), "0");
   EXPECT_EQ(device_->ReadAttribute("nope").error().code, ENOENT);
+}
+
+// Guest memory without an fd (vfio-user message DMA) cannot be pinned: COPY
+// moves it through the container's message channel instead.
+class MemoryChannel final : public DmaMessageChannel {
+ public:
+  static constexpr uint64_t kBase = 0x10000000;
+  Result<void> DmaRead(uint64_t iova, std::span<std::byte> out) override {
+    MutexLock lock(mu_);
+    ++calls_;
+    std::memcpy(out.data(), memory_.data() + (iova - kBase), out.size());
+    return {};
+  }
+  Result<void> DmaWrite(uint64_t iova, std::span<const std::byte> data) override {
+    MutexLock lock(mu_);
+    ++calls_;
+    std::memcpy(memory_.data() + (iova - kBase), data.data(), data.size());
+    return {};
+  }
+  std::vector<std::byte> memory() const {
+    MutexLock lock(mu_);
+    return memory_;
+  }
+  void set_memory(std::vector<std::byte> bytes) {
+    MutexLock lock(mu_);
+    memory_ = std::move(bytes);
+  }
+  int calls() const {
+    MutexLock lock(mu_);
+    return calls_;
+  }
+
+ private:
+  mutable Mutex mu_;
+  std::vector<std::byte> memory_ UMDEV_GUARDED_BY(mu_) = std::vector<std::byte>(8 * 4096);
+  int calls_ UMDEV_GUARDED_BY(mu_) = 0;
+};
+
+TEST_P(GpuDeviceTest, CopyThroughMessageDmaWhenMemoryHasNoFd) {
+  MemoryChannel channel;
+  backend_.SetMessageChannel(&channel);
+  ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = MemoryChannel::kBase, .size = 8 * 4096,
+                                         .prot = kProtRead | kProtWrite})
+                  .has_value());
+  std::vector<std::byte> data(8 * 4096);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 13);
+  channel.set_memory(data);
+  EnableQueue();
+  const uint64_t kBytes = 5 * 4096 + 17;
+  Submit({Copy(kCopySrcGuest, MemoryChannel::kBase + 3, 64, kBytes),
+          Copy(kCopyDstGuest, 64, MemoryChannel::kBase + 7 * 4096, 100)});
+  EXPECT_EQ(Reg(kRegErrorCode), 0u);
+  EXPECT_EQ(dma_.pins(), 0);
+  EXPECT_GE(channel.calls(), 2);
+  std::vector<std::byte> slice(kBytes);
+  ASSERT_TRUE(device_->RegionRead(VFIO_PCI_BAR2_REGION_INDEX, 64, slice).has_value());
+  EXPECT_TRUE(std::equal(slice.begin(), slice.end(), data.begin() + 3));
+  const auto back = channel.memory();
+  EXPECT_TRUE(std::equal(back.begin() + 7 * 4096, back.begin() + 7 * 4096 + 100,
+                         data.begin() + 3));
+  ASSERT_TRUE(backend_.Unmap(MemoryChannel::kBase, 8 * 4096).has_value());
+  backend_.SetMessageChannel(nullptr);
 }
 
 TEST_P(GpuDeviceTest, FillThenFenceRaisesMsixVectorZero) {
