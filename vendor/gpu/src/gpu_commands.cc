@@ -42,7 +42,7 @@ std::optional<CommandCost> GpuDevice::RunOne() {
   uint32_t index = 0;
   {
     MutexLock lock(mu_);
-    if ((queue_ctrl_ & kQueueEnable) == 0 || error_code_ != 0 || head_ == tail_) {
+    if (quiesced_ || (queue_ctrl_ & kQueueEnable) == 0 || error_code_ != 0 || head_ == tail_) {
       return std::nullopt;
     }
     if (tail_ - head_ > queue_size_) {
@@ -66,6 +66,19 @@ std::optional<CommandCost> GpuDevice::RunOne() {
                               : Result<uint64_t>(Fail(EFAULT, "gpu: ring entry unreadable"));
   const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::steady_clock::now() - start);
+  {
+    // What the entry may have written, done or not: a migration re-sends it.
+    MutexLock exec(exec_mu_);
+    const auto opcode = Load<uint32_t>(entry + kEntryOpcode);
+    const auto flags = Load<uint32_t>(entry + kEntryFlags);
+    if (opcode == kOpFill) {
+      MarkSliceDirty(Load<uint64_t>(entry + kFillOffset), Load<uint64_t>(entry + kFillSize));
+    } else if (opcode == kOpCopy && (flags & kCopyDstGuest) == 0) {
+      MarkSliceDirty(Load<uint64_t>(entry + kCopyDst), Load<uint64_t>(entry + kCopySize));
+    } else if (opcode == kOpDispatch) {
+      MarkSliceDirty(0, slice_->size());  // Bindings are not tracked one by one.
+    }
+  }
   CommandCost cost{.busy = busy, .bytes = done.value_or(0), .failed = !done.has_value()};
   MutexLock lock(mu_);
   running_ = false;

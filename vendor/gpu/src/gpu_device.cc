@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "umdev/mdev_core/dma.h"
+
 namespace umdev::vendor::gpu {
 namespace {
 
@@ -72,6 +74,10 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
     (void)config_.AddPciExpress();
     ResetRegisters();
   }
+  {
+    MutexLock exec(exec_mu_);
+    dirty_pages_.assign((slice_->size() + kPageSize - 1) / kPageSize, false);
+  }
   attachment_ = runner.Attach(this, options_.compute_share_permille);
 }
 
@@ -115,6 +121,7 @@ void GpuDevice::ResetFunction(bool config_too) {
 }
 
 void GpuDevice::Close() {
+  DropMigration();  // The next user finds a running device.
   irqs_.DisableAll();
   ResetFunction(false);
 }
@@ -346,6 +353,7 @@ Result<size_t> GpuDevice::Bar2Access(uint64_t offset, std::span<std::byte> read,
   if (is_read) {
     UMDEV_TRY(slice_->Read(offset, read.first(in_slice)));
   } else {
+    MarkSliceDirty(offset, in_slice);
     UMDEV_TRY(slice_->Write(offset, write.first(in_slice)));
   }
   return size;
@@ -369,6 +377,7 @@ void GpuDevice::Request(unsigned count) {
 }
 
 Result<void> GpuDevice::Reset() {
+  DropMigration();  // Any state, ERROR included, -> RUNNING (uapi).
   irqs_.DisableAll();
   ResetFunction(true);
   return {};

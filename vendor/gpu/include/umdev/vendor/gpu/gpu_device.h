@@ -41,11 +41,21 @@ struct GpuDeviceStats {
   uint64_t errors = 0;
 };
 
-// Thread-safe: the transport calls DeviceOps (and the dma_unmap listener),
-// the runner's thread calls RunOne(). Lock order: exec_mu_ (the slice and
-// pins; held while a command touches them) before mu_ (registers). Guest
-// memory is never copied with either lock held except through pinned pages.
-class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapListener {
+// What PRE_COPY has left to send (VFIO_MIG_GET_PRECOPY_INFO's fields).
+struct GpuPrecopyInfo {
+  uint64_t initial_bytes = 0;  // Never sent in this session (header included).
+  uint64_t dirty_bytes = 0;    // Sent, then changed.
+};
+
+// Thread-safe: the transport calls DeviceOps, MigrationOps (and the dma_unmap
+// listener), the runner's thread calls RunOne(). Lock order: mig_mu_ (the
+// migration session) before exec_mu_ (the slice and pins; held while a
+// command touches them) before mu_ (registers). Guest memory is never copied
+// with either of the last two held except through pinned pages.
+class GpuDevice final : public DeviceOps,
+                        public CommandQueue,
+                        private DmaUnmapListener,
+                        private MigrationOps {
  public:
   // Attaches to |runner| (which must outlive the device) with the options'
   // share. |resample_loop| may be null (INTx resample eventfds: ENOTTY).
@@ -69,6 +79,7 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   void Request(unsigned count) override;
   bool pins_pages() const override { return true; }
   DmaUnmapListener* dma_unmap_listener() override { return this; }
+  MigrationOps* migration() override { return this; }
   // busy_ns, commands, bytes, errors (read-only).
   std::vector<DeviceAttribute> Attributes() override;
   Result<std::string> ReadAttribute(std::string_view name) override;
@@ -79,6 +90,8 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   GpuDeviceStats stats() const UMDEV_EXCLUDES(mu_);
   // dma_unmap notifications received so far (tests synchronise on it).
   uint64_t unmap_notices() const { return unmap_notices_.load(); }
+  // Errors: EINVAL not in PRE_COPY or PRE_COPY_P2P (as the kernel's ioctl).
+  Result<GpuPrecopyInfo> PrecopyInfo() UMDEV_EXCLUDES(mig_mu_, exec_mu_);
   uint64_t bar2_size() const { return bar2_size_; }
   const irq::DeviceIrqs& irqs() const { return irqs_; }
   // For tests: waits until the ring is idle (HEAD == TAIL, stopped on an
@@ -101,6 +114,28 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   void ResetRegisters() UMDEV_REQUIRES(mu_);
   // Stops the queue, discards the entry in flight and zeroes the slice.
   void ResetFunction(bool config_too) UMDEV_EXCLUDES(exec_mu_, mu_);
+
+  // MigrationOps (gpu_migration.cc; docs/gpu.md, "Migration").
+  uint64_t flags() const override;
+  vfio_device_mig_state GetState() override UMDEV_EXCLUDES(mig_mu_);
+  Result<void> SetState(vfio_device_mig_state next) override UMDEV_EXCLUDES(mig_mu_);
+  Result<uint64_t> GetDataSize() override;
+  Result<size_t> ReadData(std::span<std::byte> out) override UMDEV_EXCLUDES(mig_mu_);
+  Result<size_t> WriteData(std::span<const std::byte> data) override UMDEV_EXCLUDES(mig_mu_);
+  // Stops taking ring entries and waits for the one in flight to finish.
+  void Quiesce() UMDEV_EXCLUDES(mu_);
+  void Unquiesce() UMDEV_EXCLUDES(mu_);
+  // Ends any session and returns to RUNNING (reset and close).
+  void DropMigration() UMDEV_EXCLUDES(mig_mu_, mu_);
+  // Appends the next record of the saving stream to saving_.out; false when
+  // the current pass (or the whole stream) has nothing more.
+  bool ProduceRecord() UMDEV_REQUIRES(mig_mu_) UMDEV_EXCLUDES(exec_mu_, mu_);
+  std::vector<std::byte> EncodeDeviceState() UMDEV_REQUIRES(mig_mu_) UMDEV_EXCLUDES(mu_);
+  // Consumes complete records of resuming_.in. Errors: EINVAL malformed.
+  Result<void> ConsumeRecords() UMDEV_REQUIRES(mig_mu_) UMDEV_EXCLUDES(exec_mu_, mu_);
+  Result<void> LoadDeviceState(std::span<const std::byte> payload) UMDEV_REQUIRES(mig_mu_)
+      UMDEV_EXCLUDES(mu_);
+  void MarkSliceDirty(uint64_t offset, uint64_t size) UMDEV_REQUIRES(exec_mu_);
 
   // Commands (gpu_commands.cc). Each returns the bytes moved.
   Result<uint64_t> Execute(const std::byte* entry, uint64_t generation) UMDEV_EXCLUDES(mu_);
@@ -127,7 +162,34 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   DmaAccess& dma_;
   irq::DeviceIrqs irqs_;
 
+  // The migration session: one saving or resuming stream at a time.
+  struct SavingStream {
+    std::vector<std::byte> out;  // Encoded, not yet read.
+    size_t out_pos = 0;
+    std::vector<uint64_t> sent_hash;  // Per page; valid where sent[page].
+    std::vector<bool> sent;
+    uint64_t scan_page = 0;   // Where the current pass goes on.
+    bool pass_ended = false;  // Reported once with 0 bytes.
+    bool final = false;       // STOP_COPY: device state and END follow the pages.
+    bool done = false;        // END produced.
+  };
+  struct ResumingStream {
+    std::vector<std::byte> in;  // An incomplete header or record.
+    bool header_seen = false;
+    bool device_seen = false;
+    bool end_seen = false;
+    std::vector<std::byte> device;  // The DEVICE record, loaded at the end.
+    std::optional<Error> broken;  // The first malformed part.
+  };
+  Mutex mig_mu_;
+  vfio_device_mig_state mig_state_ UMDEV_GUARDED_BY(mig_mu_) = VFIO_DEVICE_STATE_RUNNING;
+  std::optional<SavingStream> saving_ UMDEV_GUARDED_BY(mig_mu_);
+  std::optional<ResumingStream> resuming_ UMDEV_GUARDED_BY(mig_mu_);
+
   Mutex exec_mu_;
+  // Pages the ring or a trapped BAR2 write changed since the migration read
+  // them (one per page; the mmap is caught by the hash comparison).
+  std::vector<bool> dirty_pages_ UMDEV_GUARDED_BY(exec_mu_);
   // The pinned guest chunk a COPY is working on; empty between chunks.
   PinnedPages pinned_ UMDEV_GUARDED_BY(exec_mu_);
   // IOVA ranges unmapped since the current entry started: its later chunks
@@ -152,6 +214,8 @@ class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapL
   uint32_t error_index_ UMDEV_GUARDED_BY(mu_) = 0;
   bool error_skippable_ UMDEV_GUARDED_BY(mu_) = false;
   bool running_ UMDEV_GUARDED_BY(mu_) = false;
+  // A stopped migration state: RunOne() takes no entry.
+  bool quiesced_ UMDEV_GUARDED_BY(mu_) = false;
   // Bumped by every reset: an entry of an older generation leaves no trace.
   uint64_t generation_ UMDEV_GUARDED_BY(mu_) = 0;
   GpuDeviceStats stats_ UMDEV_GUARDED_BY(mu_);
