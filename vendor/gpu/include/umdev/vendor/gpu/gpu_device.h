@@ -92,6 +92,12 @@ class GpuDevice final : public DeviceOps,
   uint64_t unmap_notices() const { return unmap_notices_.load(); }
   // Errors: EINVAL not in PRE_COPY or PRE_COPY_P2P (as the kernel's ioctl).
   Result<GpuPrecopyInfo> PrecopyInfo() UMDEV_EXCLUDES(mig_mu_, exec_mu_);
+  // Whether a stopped migration state holds the ring: no entry starts (tests
+  // synchronise on it).
+  bool quiesced() const UMDEV_EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    return quiesced_;
+  }
   uint64_t bar2_size() const { return bar2_size_; }
   const irq::DeviceIrqs& irqs() const { return irqs_; }
   // For tests: waits until the ring is idle (HEAD == TAIL, stopped on an
