@@ -373,6 +373,26 @@ TEST_P(EveryPolicyTest, DetachWaitsForTheRunningCommand) {
   ASSERT_TRUE(WaitFor([&] { return other_handle.Stats().commands == 2; }));
 }
 
+TEST_P(EveryPolicyTest, AQueueMayDetachItselfFromInsideRunOne) {
+  auto clock = std::make_shared<FakeClock>();
+  auto scheduler = MakeScheduler(GetParam(), clock);
+  FakeQueue queue(0, clock.get()), other(1, clock.get());
+  Scheduler::Handle handle = AttachOk(*scheduler, queue, 500);
+  Scheduler::Handle other_handle = AttachOk(*scheduler, other, 500);
+  queue.Push(Cost(microseconds(10)), 5);
+  queue.OnCommand([&](uint64_t n) {
+    if (n == 1) handle.Detach();  // must not wait for itself
+  });
+  handle.Kick();
+  ASSERT_TRUE(WaitFor([&] { return !handle.attached(); }));
+  // The worker moved on: it serves the other queue, never this one again.
+  other.Push(Cost(microseconds(10)));
+  other_handle.Kick();
+  ASSERT_TRUE(WaitFor([&] { return other_handle.Stats().commands == 1; }));
+  EXPECT_EQ(queue.ran(), 1u);
+  EXPECT_EQ(scheduler->attached_count(), 1u);
+}
+
 TEST_P(EveryPolicyTest, SchedulerMayGoFirstWithQueuesAttachedAndIdle) {
   auto clock = std::make_shared<FakeClock>();
   auto scheduler = MakeScheduler(GetParam(), clock);

@@ -120,6 +120,7 @@ struct Core {
   // The longest command seen: bounds a round, hence a waiting queue's bucket.
   nanoseconds longest_command UMDEV_GUARDED_BY(mu){0};
   bool stop UMDEV_GUARDED_BY(mu) = false;
+  std::thread::id worker_id UMDEV_GUARDED_BY(mu);
 };
 
 void Core::Accrue(Entry& entry, nanoseconds elapsed) {
@@ -222,6 +223,7 @@ void Core::RunTurn(const std::shared_ptr<Entry>& entry) {
 
 void Core::WorkerLoop() {
   MutexLock lock(mu);
+  worker_id = std::this_thread::get_id();
   while (!stop) {
     Refill(options.clock->Now());
     if (const std::shared_ptr<Entry> entry = PickNext()) {
@@ -265,6 +267,9 @@ void Core::Detach(Entry& entry) {
     Remove(entry);
     work_cv.NotifyAll();
   }
+  // From inside a RunOne() (the worker thread) there is nothing to wait
+  // for: the turn ends when that RunOne() returns.
+  if (std::this_thread::get_id() == worker_id) return;
   while (entry.running) idle_cv.Wait(mu);
 }
 

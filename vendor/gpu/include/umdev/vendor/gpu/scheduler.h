@@ -74,9 +74,8 @@ struct Core;
 struct Entry;
 }  // namespace scheduler_internal
 
-// Thread-safe. Devices attach, kick and detach from any thread except the
-// scheduler's own (that is, never from inside CommandQueue::RunOne()); one
-// worker thread owned by the scheduler calls RunOne(), never with a lock held.
+// Thread-safe. Devices attach, kick and detach from any thread; one worker
+// thread owned by the scheduler calls RunOne(), never with a lock held.
 class Scheduler {
  public:
   // A queue's membership. Move-only; destroying it detaches. It may outlive
@@ -96,7 +95,8 @@ class Scheduler {
     QueueStats Stats() const;
     // Stops scheduling the queue and waits until its command in progress, if
     // any, has returned; afterwards RunOne() is never called again, so the
-    // queue may be destroyed. Idempotent.
+    // queue may be destroyed. Idempotent. Called from inside a RunOne() it
+    // cannot wait: RunOne() is then not called again once that one returns.
     void Detach();
     bool attached() const;
 
