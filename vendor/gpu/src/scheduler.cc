@@ -90,7 +90,7 @@ struct Entry {
 // The scheduler's state, shared with its handles so they may outlive it.
 // Thread-safe; the worker thread runs WorkerLoop().
 struct Core {
-  Core(SchedulerOptions o) : options(std::move(o)), time_slice(options.time_slice) {}
+  explicit Core(SchedulerOptions o) : options(std::move(o)), time_slice(options.time_slice) {}
 
   void WorkerLoop() UMDEV_EXCLUDES(mu);
   void Kick(Entry& entry) UMDEV_EXCLUDES(mu);
