@@ -137,7 +137,7 @@ class QemuRig {
     rig->scratch_.emplace(std::move(*scratch));
     auto daemon = umdev::test::UmdevdProcess::Start(
         UMDEVD_TESTBED, rig->scratch_->path(),
-        R"({"parents":[{"driver":"test-pci","name":"pci0"}]})", "warn");
+        R"({"parents":[{"driver":"test-pci","name":"pci0"}]})", {}, "warn");
     if (!daemon) return Fail(why, daemon.error());
     rig->daemon_.emplace(std::move(*daemon));
     const std::string uuid = Uuid::Generate().ToString();

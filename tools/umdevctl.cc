@@ -1,4 +1,5 @@
-// umdevctl: mdevctl's command surface over umdevd's control socket.
+// umdevctl: mdevctl's command surface over umdevd's control socket; run as
+// "lsmdev" (a symlink) it is mdevctl's lsmdev.
 // GCC 12 reports a false null dereference inside CLI11's string splitting
 // once a vector option is instantiated (libstdc++ relocation, inlined).
 #pragma GCC diagnostic push
@@ -9,172 +10,99 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "umdev/cli/mdevctl_format.h"
-#include "umdev/common/uuid.h"
+#include "umdev/cli/clap_errors.h"
+#include "umdev/cli/commands.h"
 #include "umdev/control/client.h"
+#include "umdev/control/protocol.h"
 
 namespace {
 
-using umdev::Error;
-using umdev::Result;
-using umdev::control::ControlClient;
 using Json = nlohmann::json;
+using umdev::Result;
+using umdev::Uuid;
+namespace cli = umdev::cli;
 
-struct Globals {
-  std::string state_dir;
+// clap's usage errors: "error: ..." on stderr and exit status 2.
+constexpr int kUsageError = 2;
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "error: %s\n\nFor more information, try '--help'.\n", message.c_str());
+  return kUsageError;
+}
+
+int Emit(const cli::Outcome& outcome) {
+  std::fputs(outcome.out.c_str(), stdout);
+  std::fputs(outcome.err.c_str(), stderr);
+  return outcome.status;
+}
+
+// One connection for the whole command, opened on first use.
+class Connection {
+ public:
+  explicit Connection(std::string socket_path) : socket_path_(std::move(socket_path)) {}
+  Result<Json> operator()(const Json& request) {
+    if (!client_.has_value()) {
+      auto client = umdev::control::ControlClient::Connect(socket_path_);
+      if (!client.has_value()) return std::unexpected(client.error());
+      client_.emplace(std::move(*client));
+    }
+    return client_->Exchange(request);
+  }
+
+ private:
+  std::string socket_path_;
+  std::optional<umdev::control::ControlClient> client_;
 };
 
-int Report(const std::string& message) {
-  std::fprintf(stderr, "Error: %s\n", message.c_str());
-  return 1;
-}
-
-int Report(const Error& error) { return Report(error.Describe()); }
-
-Result<Json> Call(const Globals& globals, const Json& request) {
-  UMDEV_ASSIGN_OR_RETURN(ControlClient client,
-                         ControlClient::Connect(globals.state_dir + "/control.sock"));
-  return client.Call(request);
-}
-
-int Print(const std::string& text) {
-  std::fputs(text.c_str(), stdout);
-  return 0;
-}
-
-int Types(const Globals& globals, const std::optional<std::string>& parent, bool dumpjson) {
-  auto reply = Call(globals, {{"cmd", "types"}});
-  if (!reply.has_value()) return Report(reply.error());
-  const Json& parents = (*reply)["parents"];
-  return Print(dumpjson ? umdev::cli::FormatTypesJson(parents, parent)
-                        : umdev::cli::FormatTypesText(parents, parent));
-}
-
-int List(const Globals& globals, const std::optional<std::string>& uuid,
-         const std::optional<std::string>& parent, bool dumpjson) {
-  std::optional<std::string> canonical;
-  if (uuid.has_value()) {
-    auto parsed = umdev::Uuid::Parse(*uuid);
-    if (!parsed.has_value()) return Report(parsed.error());
-    canonical = parsed->ToString();
-  }
-  auto reply = Call(globals, {{"cmd", "list"}});
-  if (!reply.has_value()) return Report(reply.error());
-  const Json& mdevs = (*reply)["mdevs"];
-  return Print(dumpjson ? umdev::cli::FormatListJson(mdevs, canonical, parent)
-                        : umdev::cli::FormatListText(mdevs, canonical, parent));
-}
-
-// mdevctl's checks before writing to "create", with its messages.
-std::optional<std::string> CheckStart(const Json& parents, const Json& mdevs,
-                                      const std::string& uuid, const std::string& parent,
-                                      const std::string& type) {
-  for (const Json& mdev : mdevs) {
-    if (mdev["uuid"] != uuid) continue;
-    if (mdev["parent"] != parent) return "Device exists under different parent";
-    if (mdev["type"] != type) return "Device exists with different type";
-    return "Device already exists";
-  }
-  const Json* found = nullptr;
-  std::optional<std::string> similar;
-  for (const Json& p : parents) {
-    const auto name = p["name"].get<std::string>();
-    if (name == parent) found = &p;
-    if (strcasecmp(name.c_str(), parent.c_str()) == 0) similar = name;
-  }
-  if (found == nullptr) {
-    if (similar.has_value()) {
-      return fmt::format("Unable to find parent device '{}'. Did you mean '{}'?", parent, *similar);
-    }
-    return fmt::format("Unable to find parent device '{}'", parent);
-  }
-  for (const Json& t : (*found)["types"]) {
-    if (t["id"] != type) continue;
-    if (t["available_instances"].get<unsigned>() == 0) {
-      return fmt::format("No available instances of {} on {}", type, parent);
-    }
+// A --uuid value, checked as clap checks it.
+std::optional<Uuid> UuidOption(const std::optional<std::string>& text, int& status) {
+  if (!text.has_value() || status != 0) return std::nullopt;
+  auto parsed = cli::ParseUuidArgument(*text);
+  if (!parsed.has_value()) {
+    status = UsageError(fmt::format("invalid value '{}' for '--uuid <UUID>': {}", *text,
+                                    parsed.error().context));
     return std::nullopt;
   }
-  return fmt::format("Parent {} does not support mdev type {}", parent, type);
+  return *parsed;
 }
 
-// "name=value" from --attr; the value may be empty or contain '='.
 std::optional<std::pair<std::string, std::string>> SplitAttr(const std::string& text) {
   const size_t eq = text.find('=');
   if (eq == std::string::npos || eq == 0) return std::nullopt;
   return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
 }
 
-int Start(const Globals& globals, const std::optional<std::string>& uuid_text,
-          const std::optional<std::string>& parent, const std::optional<std::string>& type,
-          const std::vector<std::string>& attrs) {
-  if (!parent.has_value() || !type.has_value()) {
-    return Report("A parent and a type are required to start a device that is not defined");
-  }
-  std::vector<std::pair<std::string, std::string>> settings;
-  for (const std::string& attr : attrs) {
-    auto setting = SplitAttr(attr);
-    if (!setting.has_value()) return Report(fmt::format("Bad attribute '{}': use name=value", attr));
-    settings.push_back(std::move(*setting));
-  }
-  umdev::Uuid uuid = umdev::Uuid::Generate();
-  if (uuid_text.has_value()) {
-    auto parsed = umdev::Uuid::Parse(*uuid_text);
-    if (!parsed.has_value()) return Report(parsed.error());
-    uuid = *parsed;
-  }
-  auto types = Call(globals, {{"cmd", "types"}});
-  if (!types.has_value()) return Report(types.error());
-  auto list = Call(globals, {{"cmd", "list"}});
-  if (!list.has_value()) return Report(list.error());
-  if (auto problem = CheckStart((*types)["parents"], (*list)["mdevs"], uuid.ToString(), *parent,
-                                *type)) {
-    return Report(*problem);
-  }
-  auto started = Call(globals, {{"cmd", "start"}, {"parent", *parent}, {"type", *type},
-                                {"uuid", uuid.ToString()}});
-  if (!started.has_value()) {
-    return Report(fmt::format("Failed to create mdev {}, type {} on {}: {}", uuid.ToString(),
-                              *type, *parent, started.error().Describe()));
-  }
-  // As mdevctl does with a defined device's attributes: written in order
-  // after creation, and the device is removed again if one is refused.
-  for (const auto& [name, value] : settings) {
-    auto set = Call(globals, {{"cmd", "attr-set"}, {"uuid", uuid.ToString()}, {"name", name},
-                              {"value", value}});
-    if (!set.has_value()) {
-      (void)Call(globals, {{"cmd", "stop"}, {"uuid", uuid.ToString()}});
-      return Report(fmt::format("Failed to set attribute {} of mdev {}: {}", name,
-                                uuid.ToString(), set.error().Describe()));
-    }
-  }
-  // mdevctl prints the UUID only when it generated it; umdevctl always does,
-  // so scripts can capture it either way.
-  return Print(uuid.ToString() + "\n");
-}
-
-// Lists "name=value" lines, prints one value, or sets one.
-int Attr(const Globals& globals, const std::string& uuid_text, const std::optional<std::string>& name,
+// umdev's own `attr`: list, read or set a running device's attributes.
+int Attr(const cli::Transport& call, const Uuid& uuid, const std::optional<std::string>& name,
          const std::optional<std::string>& value) {
-  auto uuid = umdev::Uuid::Parse(uuid_text);
-  if (!uuid.has_value()) return Report(uuid.error());
-  const std::string id = uuid->ToString();
+  const std::string id = uuid.ToString();
+  auto ask = [&](const Json& request) -> Result<Json> {
+    UMDEV_ASSIGN_OR_RETURN(Json reply, call(request));
+    if (reply.value("ok", false) != true) return std::unexpected(umdev::control::ErrorFromReply(reply));
+    return reply;
+  };
+  auto fail = [](const umdev::Error& error) {
+    std::fprintf(stderr, "Error: %s\n", error.Describe().c_str());
+    return 1;
+  };
   if (name.has_value() && value.has_value()) {
-    auto set = Call(globals, {{"cmd", "attr-set"}, {"uuid", id}, {"name", *name}, {"value", *value}});
-    return set.has_value() ? 0 : Report(set.error());
+    auto set = ask({{"cmd", "attr-set"}, {"uuid", id}, {"name", *name}, {"value", *value}});
+    return set.has_value() ? 0 : fail(set.error());
   }
   if (name.has_value()) {
-    auto got = Call(globals, {{"cmd", "attr-get"}, {"uuid", id}, {"name", *name}});
-    if (!got.has_value()) return Report(got.error());
-    return Print((*got)["value"].get<std::string>() + "\n");
+    auto got = ask({{"cmd", "attr-get"}, {"uuid", id}, {"name", *name}});
+    if (!got.has_value()) return fail(got.error());
+    std::printf("%s\n", (*got)["value"].get<std::string>().c_str());
+    return 0;
   }
-  auto list = Call(globals, {{"cmd", "attr-list"}, {"uuid", id}});
-  if (!list.has_value()) return Report(list.error());
+  auto list = ask({{"cmd", "attr-list"}, {"uuid", id}});
+  if (!list.has_value()) return fail(list.error());
   std::string text;
   for (const Json& attribute : (*list)["attributes"]) {
     const auto attr_name = attribute["name"].get<std::string>();
@@ -182,73 +110,295 @@ int Attr(const Globals& globals, const std::string& uuid_text, const std::option
       text += attr_name + " (write-only)\n";
       continue;
     }
-    auto got = Call(globals, {{"cmd", "attr-get"}, {"uuid", id}, {"name", attr_name}});
-    if (!got.has_value()) return Report(got.error());
+    auto got = ask({{"cmd", "attr-get"}, {"uuid", id}, {"name", attr_name}});
+    if (!got.has_value()) return fail(got.error());
     text += attr_name + "=" + (*got)["value"].get<std::string>() + "\n";
   }
-  return Print(text);
+  std::fputs(text.c_str(), stdout);
+  return 0;
 }
 
-int Stop(const Globals& globals, const std::string& uuid_text) {
-  auto uuid = umdev::Uuid::Parse(uuid_text);
-  if (!uuid.has_value()) return Report(uuid.error());
-  auto stopped = Call(globals, {{"cmd", "stop"}, {"uuid", uuid->ToString()}});
-  if (!stopped.has_value()) {
-    return Report(fmt::format("Error removing device {}: {}", uuid->ToString(),
-                              stopped.error().Describe()));
+struct ListArgs {
+  bool defined = false, dumpjson = false, verbose = false;
+  std::optional<std::string> uuid, parent;
+};
+
+void AddListOptions(CLI::App& app, ListArgs& args) {
+  app.add_flag("-d,--defined", args.defined, "Show defined devices");
+  app.add_flag("--dumpjson", args.dumpjson, "Output device list in json format");
+  app.add_flag("-v,--verbose", args.verbose, "Print additional information about the devices");
+  app.add_option("-u,--uuid", args.uuid, "List devices matching the specified UUID");
+  app.add_option("-p,--parent", args.parent, "List devices associated with the specified Parent device");
+}
+
+int RunList(const cli::Transport& call, const ListArgs& args) {
+  int status = 0;
+  cli::ListOptions options{args.defined, args.dumpjson, args.verbose, UuidOption(args.uuid, status),
+                           args.parent};
+  return status != 0 ? status : Emit(cli::List(call, options));
+}
+
+std::string DefaultStateDir() {
+  const char* env_dir = std::getenv("UMDEV_STATE_DIR");
+  return env_dir != nullptr ? env_dir : "/run/umdev";
+}
+
+// The first command-line word that is not --state-dir or its value, or
+// argc when there is none.
+int FirstWord(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view word = argv[i];
+    if (word == "--state-dir") {
+      ++i;
+      continue;
+    }
+    if (!word.starts_with("--state-dir=")) return i;
   }
-  return 0;
+  return argc;
+}
+
+// The long names of the options given to |sub| (its word at argv[first]),
+// in command-line order, each once: what clap's usage lines are made of.
+std::vector<std::string> UsedArguments(CLI::App& sub, int first, int argc, char** argv) {
+  std::vector<std::string> used;
+  auto note = [&](const CLI::Option* option) {
+    if (option == nullptr || option->get_lnames().empty()) return;
+    const std::string& name = option->get_lnames().front();
+    if (std::find(used.begin(), used.end(), name) == used.end()) used.push_back(name);
+  };
+  for (int i = first + 1; i < argc; ++i) {
+    const std::string_view word = argv[i];
+    if (word.starts_with("--")) {
+      const size_t eq = word.find('=');
+      const CLI::Option* option = sub.get_option_no_throw(std::string(word.substr(0, eq)));
+      note(option);
+      if (option != nullptr && option->get_expected_min() > 0 && eq == std::string_view::npos) ++i;
+    } else if (word.starts_with("-") && word.size() > 1) {
+      // Short flags may be bundled ("-ad"); a value option takes the rest.
+      for (size_t c = 1; c < word.size(); ++c) {
+        const CLI::Option* option = sub.get_option_no_throw(std::string("-") + word[c]);
+        note(option);
+        if (option != nullptr && option->get_expected_min() > 0) {
+          if (c + 1 == word.size()) ++i;
+          break;
+        }
+      }
+    }
+  }
+  return used;
+}
+
+// CLI11's parse errors in clap's words.
+int ParseFailure(CLI::App& app, const CLI::ParseError& error, const char* program, int argc,
+                 char** argv) {
+  const std::string what = error.what();
+  const int first = FirstWord(argc, argv);
+  if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr &&
+      what.find("subcommand") != std::string::npos) {
+    if (first == argc) {  // No command at all: clap prints the help, as a usage error.
+      std::fputs(app.help().c_str(), stderr);
+      return cli::kClapUsageStatus;
+    }
+    const std::string word = argv[first];
+    const std::string message = word.starts_with("-")
+                                    ? fmt::format("unexpected argument '{}' found", word)
+                                    : fmt::format("unrecognized subcommand '{}'", word);
+    std::fputs(cli::ClapErrorText(message, fmt::format("{} {}", program, cli::BaseUsage("")))
+                   .c_str(),
+               stderr);
+    return cli::kClapUsageStatus;
+  }
+  const std::string subcommand =
+      app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name();
+  if (dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr) {
+    // "The following argument(s) was/were not expected: X ..."
+    const size_t colon = what.find(": ");
+    std::string word = colon == std::string::npos ? what : what.substr(colon + 2);
+    word = word.substr(0, word.find(' '));
+    const std::string usage = subcommand.empty() && std::string_view(program) == "lsmdev"
+                                  ? "lsmdev [OPTIONS]"
+                                  : fmt::format("{} {}", program, cli::BaseUsage(subcommand));
+    std::fputs(cli::ClapErrorText(fmt::format("unexpected argument '{}' found", word), usage).c_str(),
+               stderr);
+    return cli::kClapUsageStatus;
+  }
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&error) != nullptr) {
+    // "--uuid: 1 required TEXT missing"
+    const std::string option = what.substr(0, what.find(':'));
+    if (option.starts_with("--")) {
+      std::fputs(cli::ClapErrorText(fmt::format("a value is required for '{}' but none was supplied",
+                                                cli::RenderArgument(option.substr(2))),
+                                    "")
+                     .c_str(),
+                 stderr);
+      return cli::kClapUsageStatus;
+    }
+  }
+  return UsageError(what);
+}
+
+int Parse(CLI::App& app, const char* program, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return ParseFailure(app, e, program, argc, argv);
+  }
+  return -1;
+}
+
+// mdevctl's own argument rules for the parsed subcommand (see clap_errors.h).
+int CheckClapRules(CLI::App& app, int argc, char** argv) {
+  if (app.get_subcommands().empty()) return -1;
+  CLI::App& sub = *app.get_subcommands().front();
+  const std::vector<std::string> used = UsedArguments(sub, FirstWord(argc, argv), argc, argv);
+  const auto failure = cli::CheckArguments("umdevctl", sub.get_name(), used);
+  if (!failure.has_value()) return -1;
+  std::fputs(failure->c_str(), stderr);
+  return cli::kClapUsageStatus;
+}
+
+int Lsmdev(int argc, char** argv) {
+  CLI::App app{"List mediated devices", "lsmdev"};
+  std::string state_dir = DefaultStateDir();
+  app.add_option("--state-dir", state_dir, "umdevd's state directory (or UMDEV_STATE_DIR)");
+  ListArgs args;
+  AddListOptions(app, args);
+  if (int parsed = Parse(app, "lsmdev", argc, argv); parsed >= 0) return parsed;
+  Connection connection(state_dir + "/control.sock");
+  const cli::Transport call = [&connection](const Json& request) { return connection(request); };
+  return RunList(call, args);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"umdevctl: manage umdev mediated devices (mdevctl-compatible)"};
+  if (std::filesystem::path(argv[0]).filename().string().ends_with("lsmdev")) return Lsmdev(argc, argv);
+
+  CLI::App app{"umdevctl: a mediated device management utility for umdev (mdevctl-compatible)"};
   app.require_subcommand(1);
-  Globals globals;
-  const char* env_dir = std::getenv("UMDEV_STATE_DIR");
-  globals.state_dir = env_dir != nullptr ? env_dir : "/run/umdev";
-  app.add_option("--state-dir", globals.state_dir, "umdevd's state directory (or UMDEV_STATE_DIR)")
+  std::string state_dir = DefaultStateDir();
+  app.add_option("--state-dir", state_dir, "umdevd's state directory (or UMDEV_STATE_DIR)")
       ->capture_default_str();
 
-  std::optional<std::string> uuid, parent, type;
-  bool dumpjson = false;
-  int status = 0;
+  std::optional<std::string> uuid, parent, type, jsonfile;
+  bool dumpjson = false, autostart = false, force = false;
 
-  auto* types = app.add_subcommand("types", "List mdev types");
-  types->add_option("-p,--parent", parent, "Parent device");
-  types->add_flag("--dumpjson", dumpjson, "JSON output");
-  types->callback([&] { status = Types(globals, parent, dumpjson); });
+  auto* types = app.add_subcommand("types", "List available mediated device types");
+  types->add_option("-p,--parent", parent, "Show supported types for the specified parent");
+  types->add_flag("--dumpjson", dumpjson, "Output mdev types list in JSON format");
 
-  auto* list = app.add_subcommand("list", "List active mdevs");
-  bool verbose = false;
-  list->add_option("-u,--uuid", uuid, "UUID");
-  list->add_option("-p,--parent", parent, "Parent device");
-  list->add_flag("--dumpjson", dumpjson, "JSON output");
-  list->add_flag("-v,--verbose", verbose, "Show attributes");
-  list->callback([&] { status = List(globals, uuid, parent, dumpjson); });
+  auto* list = app.add_subcommand("list", "List mediated devices");
+  ListArgs list_args;
+  AddListOptions(*list, list_args);
 
-  auto* start = app.add_subcommand("start", "Start an mdev");
-  start->add_option("-u,--uuid", uuid, "UUID (generated and printed if omitted)");
-  start->add_option("-p,--parent", parent, "Parent device");
-  start->add_option("-t,--type", type, "mdev type");
+  auto* define = app.add_subcommand("define", "Define a persistent mediated device");
+  define->add_option("-u,--uuid", uuid, "Assign UUID to the device");
+  define->add_flag("-a,--auto", autostart, "Automatically start device on parent availability");
+  define->add_option("-p,--parent", parent, "Specify the parent of the device");
+  define->add_option("-t,--type", type, "Specify the mdev type of the device");
+  define->add_option("--jsonfile", jsonfile, "Specify device details in JSON format");
+  define->add_flag("-f,--force", force, "Accepted for mdevctl compatibility (umdev runs no call-outs)");
+
+  auto* undefine = app.add_subcommand("undefine", "Undefine a persistent mediated device");
+  undefine->add_option("-u,--uuid", uuid, "UUID of the device to be undefined");
+  undefine->add_option("-p,--parent", parent, "Parent of the device to be undefined");
+  undefine->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
+
+  auto* modify = app.add_subcommand("modify", "Modify the definition of a mediated device");
+  cli::ModifyOptions mod;
+  std::optional<std::string> addattr, value;
+  std::optional<unsigned> index;
+  modify->add_option("-u,--uuid", uuid, "UUID of the mdev to modify");
+  modify->add_option("-p,--parent", parent, "Parent of the mdev to modify");
+  modify->add_option("-t,--type", type, "Modify the mdev type for this device");
+  modify->add_option("--addattr", addattr, "Add a new attribute");
+  modify->add_flag("--delattr", mod.delattr, "Delete an attribute");
+  modify->add_option("-i,--index", index, "Index of the attribute to modify");
+  modify->add_option("--value", value, "Value for the attribute specified by --addattr");
+  modify->add_flag("-a,--auto", mod.autostart, "Device will be started automatically");
+  modify->add_flag("-m,--manual", mod.manual, "Device must be started manually");
+  modify->add_flag("-l,--live", mod.live, "Modify the running device (attributes from --jsonfile)");
+  modify->add_flag("-d,--defined", mod.defined, "Modify the stored device definition");
+  modify->add_option("--jsonfile", jsonfile, "Specify device details in JSON format");
+  modify->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
+
+  auto* start = app.add_subcommand("start", "Start a mediated device");
+  start->add_option("-u,--uuid", uuid, "UUID of the device to start");
+  start->add_option("-p,--parent", parent, "Parent of the device to start");
+  start->add_option("-t,--type", type, "Mdev type of the device to start");
+  start->add_option("--jsonfile", jsonfile, "Details of the device to be started, in JSON format");
+  start->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
   std::vector<std::string> attrs;
-  start->add_option("--attr", attrs, "Set a device attribute after creation (name=value)");
-  start->callback([&] { status = Start(globals, uuid, parent, type, attrs); });
+  start->add_option("--attr", attrs, "umdev: also set a device attribute after creation (name=value)");
 
-  auto* attr = app.add_subcommand("attr", "List, read or set a device's attributes");
-  std::string attr_uuid;
+  auto* stop = app.add_subcommand("stop", "Stop a mediated device");
+  stop->add_option("-u,--uuid", uuid, "UUID of the device to stop");
+  stop->add_flag("-f,--force", force, "Accepted for mdevctl compatibility");
+
+  auto* qemu = app.add_subcommand("qemu-args", "umdev: print the QEMU options that attach a device");
+  std::string qemu_uuid;
+  cli::QemuArgsOptions qemu_options;
+  qemu->add_option("uuid", qemu_uuid, "UUID of a running device")->required();
+  qemu->add_option("-m,--memory", qemu_options.memory, "Guest RAM size for the shared memfd backend")
+      ->capture_default_str();
+  bool no_memory = false;
+  qemu->add_flag("--no-memory", no_memory, "Leave out the memory backend (the VM already shares its RAM)");
+
+  auto* attr = app.add_subcommand("attr", "umdev: list, read or set a running device's attributes");
   std::optional<std::string> attr_name, attr_value;
-  attr->add_option("-u,--uuid", attr_uuid, "UUID")->required();
+  attr->add_option("-u,--uuid", uuid, "UUID")->required();
   attr->add_option("-n,--name", attr_name, "Attribute (default: list all)");
   attr->add_option("-v,--value", attr_value, "New value (needs --name)")->needs("--name");
-  attr->callback([&] { status = Attr(globals, attr_uuid, attr_name, attr_value); });
 
-  auto* stop = app.add_subcommand("stop", "Stop an mdev");
-  std::string stop_uuid;
-  stop->add_option("-u,--uuid", stop_uuid, "UUID")->required();
-  stop->callback([&] { status = Stop(globals, stop_uuid); });
+  if (int parsed = Parse(app, "umdevctl", argc, argv); parsed >= 0) return parsed;
+  // clap checks a value as it parses it, before the rules between arguments.
+  int status = 0;
+  const std::optional<Uuid> id = UuidOption(uuid, status);
+  if (status != 0) return status;
+  if (int checked = CheckClapRules(app, argc, argv); checked >= 0) return checked;
+  Connection connection(state_dir + "/control.sock");
+  const cli::Transport call = [&connection](const Json& request) { return connection(request); };
 
-  CLI11_PARSE(app, argc, argv);
-  return status;
+  if (types->parsed()) return Emit(cli::Types(call, parent, dumpjson));
+  if (list->parsed()) return RunList(call, list_args);
+  if (define->parsed()) {
+    return Emit(cli::Define(call, {id, autostart, parent, type, jsonfile}));
+  }
+  if (undefine->parsed()) return Emit(cli::Undefine(call, *id, parent));
+  if (modify->parsed()) {
+    mod.uuid = *id;
+    mod.parent = parent;
+    mod.type = type;
+    mod.addattr = addattr;
+    mod.value = value;
+    mod.index = index;
+    mod.jsonfile = jsonfile;
+    return Emit(cli::Modify(call, mod));
+  }
+  if (start->parsed()) {
+    cli::StartOptions options{id, parent, type, jsonfile, {}};
+    for (const std::string& text : attrs) {
+      auto setting = SplitAttr(text);
+      if (!setting.has_value()) return UsageError(fmt::format("invalid value '{}' for '--attr': use name=value", text));
+      options.extra_attrs.push_back(std::move(*setting));
+    }
+    return Emit(cli::Start(call, options));
+  }
+  if (stop->parsed()) return Emit(cli::Stop(call, *id));
+  if (qemu->parsed()) {
+    auto parsed_uuid = cli::ParseUuidArgument(qemu_uuid);
+    if (!parsed_uuid.has_value()) {
+      return UsageError(fmt::format("invalid value '{}' for '<UUID>': {}", qemu_uuid, parsed_uuid.error().context));
+    }
+    qemu_options.uuid = *parsed_uuid;
+    qemu_options.state_dir = state_dir;
+    qemu_options.with_memory = !no_memory;
+    return Emit(cli::QemuArgs(call, qemu_options));
+  }
+  if (attr->parsed()) return Attr(call, *id, attr_name, attr_value);
+  return kUsageError;
 }

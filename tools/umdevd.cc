@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "umdev/daemon/daemon.h"
+#include "umdev/vendor/gpu/gpu_parent.h"
 #include "umdev/vendor/serial/mtty_parent.h"
 
 namespace {
@@ -32,5 +33,7 @@ Result<std::shared_ptr<umdev::ParentDriver>> MakeMtty(const nlohmann::json& entr
 int main(int argc, char** argv) {
   return umdev::daemon::RunUmdevd(argc, argv, [](umdev::daemon::Daemon& daemon) {
     daemon.AddParentFactory("mtty", MakeMtty);
+    // {"driver": "gpu", ...}: see vendor/gpu/include/umdev/vendor/gpu/gpu_parent.h.
+    daemon.AddParentFactory("gpu", umdev::vendor::gpu::MakeGpuParentFromConfig);
   });
 }

@@ -12,6 +12,7 @@ namespace umdev {
 struct Registry::Parent {
   std::shared_ptr<ParentDriver> driver;
   std::string name;
+  std::string driver_name;
   std::string device_api;
   std::vector<MdevTypeSpec> types;
   std::vector<std::string> type_ids;  // "<driver>-<sysfs_name>", parallel to |types|.
@@ -97,6 +98,7 @@ Result<void> Registry::RegisterParent(std::shared_ptr<ParentDriver> driver) {
   parent->max_instances = driver->max_instances();
   parent->available = parent->max_instances;
   const std::string prefix = driver->driver_name();
+  parent->driver_name = prefix;
   if (parent->name.empty() || prefix.empty() || parent->device_api.empty()) {
     return Fail(EINVAL, "register parent: empty name, driver name or device_api");
   }
@@ -259,7 +261,7 @@ std::vector<ParentStatus> Registry::Parents() const {
     MutexLock lock(mu_);
     for (const auto& [name, parent] : parents_) {
       if (parent->unregistering) continue;
-      ParentStatus status{.name = name, .types = {}};
+      ParentStatus status{.name = name, .driver = parent->driver_name, .types = {}};
       for (size_t i = 0; i < parent->types.size(); ++i) {
         const MdevTypeSpec& spec = parent->types[i];
         MdevTypeStatus type{

@@ -101,7 +101,8 @@ Result<fs::path> FindRootKernel(const fs::path& root) {
   return kernels.back();
 }
 
-Result<std::string> RunInRoot(const fs::path& root, const std::vector<std::string>& argv) {
+Result<RootCommandResult> RunInRootWithStatus(const fs::path& root,
+                                              const std::vector<std::string>& argv) {
   if (argv.empty()) return Fail(EINVAL, "RunInRoot: no command");
   UniqueFd output(memfd_create("root-command-output", MFD_CLOEXEC));
   if (!output) return FailErrno("memfd_create");
@@ -113,11 +114,19 @@ Result<std::string> RunInRoot(const fs::path& root, const std::vector<std::strin
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return FailErrno("waitpid");
   }
-  std::string text = ReadAll(output.get());
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return Fail(EIO, fmt::format("{} in the root {}: {}", argv[0], DescribeStatus(status), text));
+  RootCommandResult result;
+  result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.output = ReadAll(output.get());
+  return result;
+}
+
+Result<std::string> RunInRoot(const fs::path& root, const std::vector<std::string>& argv) {
+  UMDEV_ASSIGN_OR_RETURN(RootCommandResult result, RunInRootWithStatus(root, argv));
+  if (result.exit_status != 0) {
+    return Fail(EIO, fmt::format("{} in the root exited with status {}: {}", argv[0],
+                                 result.exit_status, result.output));
   }
-  return text;
+  return std::move(result.output);
 }
 
 Result<fs::path> BuildBusyboxInitramfs(const fs::path& root, const fs::path& dir,

@@ -27,6 +27,15 @@ Result<std::filesystem::path> FindRootKernel(const std::filesystem::path& root);
 Result<std::string> RunInRoot(const std::filesystem::path& root,
                               const std::vector<std::string>& argv);
 
+struct RootCommandResult {
+  int exit_status = 0;  // The exit code, or 128 + the signal that killed it.
+  std::string output;   // stdout and stderr, interleaved as written.
+};
+// RunInRoot for commands whose failures are the point: any exit is a result.
+// Errors: only the harness's own (fork, memfd, wait).
+Result<RootCommandResult> RunInRootWithStatus(const std::filesystem::path& root,
+                                              const std::vector<std::string>& argv);
+
 // Builds DIR/initramfs.cpio (newc, made by the root's cpio) holding the
 // root's static busybox as /bin/busybox and |init_script| as /init; |dir| must
 // be under |root|. Returns the archive's host path.

@@ -17,12 +17,19 @@ namespace umdev::test {
 Result<UmdevdProcess> UmdevdProcess::Start(const std::string& binary,
                                            const std::filesystem::path& dir,
                                            const std::string& config_json,
+                                           const std::vector<std::string>& extra_args,
                                            const std::string& log_level) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json") << config_json;
   const std::string state = (dir / "state").string();
   const std::string config = (dir / "config.json").string();
   const std::string log = (dir / "umdevd.log").string();
+  std::vector<std::string> args = {binary,  "--state-dir", state,  "--config",
+                                   config, "--log-level", log_level};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) return FailErrno("fork");
   if (pid == 0) {
@@ -31,8 +38,7 @@ Result<UmdevdProcess> UmdevdProcess::Start(const std::string& binary,
       ::dup2(fd, STDOUT_FILENO);
       ::dup2(fd, STDERR_FILENO);
     }
-    ::execl(binary.c_str(), binary.c_str(), "--state-dir", state.c_str(), "--config",
-            config.c_str(), "--log-level", log_level.c_str(), nullptr);
+    ::execv(binary.c_str(), argv.data());
     ::_exit(127);
   }
   UmdevdProcess process(dir, pid);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "umdev/common/error.h"
 
@@ -16,11 +17,12 @@ namespace umdev::test {
 class UmdevdProcess {
  public:
   // Writes |config_json| to DIR/config.json and starts |binary| with
-  // --state-dir DIR/state --log-level |log_level|; returns once
-  // DIR/state/control.sock exists.
-  // Errors: ETIMEDOUT not ready in 10 s (the daemon's log is in the context).
+  // --state-dir DIR/state --log-level |log_level| and |extra_args|; returns
+  // once DIR/state/control.sock exists. Errors: ETIMEDOUT not ready in 10 s
+  // (the daemon's log is in the context).
   static Result<UmdevdProcess> Start(const std::string& binary, const std::filesystem::path& dir,
                                      const std::string& config_json,
+                                     const std::vector<std::string>& extra_args = {},
                                      const std::string& log_level = "debug");
   UmdevdProcess(UmdevdProcess&& other) noexcept;
   UmdevdProcess& operator=(UmdevdProcess&&) = delete;

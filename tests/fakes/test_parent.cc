@@ -36,6 +36,43 @@ Result<void> TestDevice::Open() {
   return {};
 }
 
+std::vector<DeviceAttribute> TestDevice::Attributes() {
+  if (!features_.attributes) return {};
+  return {DeviceAttribute{.name = "label", .readable = true, .writable = true},
+          DeviceAttribute{.name = "serial", .readable = true, .writable = false},
+          DeviceAttribute{.name = "secret", .readable = false, .writable = true},
+          DeviceAttribute{.name = "vendor/knob", .readable = true, .writable = true}};
+}
+
+Result<std::string> TestDevice::ReadAttribute(std::string_view name) {
+  if (features_.attributes) {
+    MutexLock lock(mu_);
+    if (name == "label") return label_;
+    if (name == "serial") return std::string("TEST-0001");
+    if (name == "vendor/knob") return knob_;
+    if (name == "secret") return Fail(EACCES, "secret is write-only");
+  }
+  return Fail(ENOENT, "no attribute " + std::string(name));
+}
+
+Result<void> TestDevice::WriteAttribute(std::string_view name, std::string_view value) {
+  if (features_.attributes) {
+    MutexLock lock(mu_);
+    if (name == "label" && value == "bad") return Fail(EINVAL, "label refuses 'bad'");
+    if (name == "label") {
+      label_ = value;
+      return {};
+    }
+    if (name == "vendor/knob") {
+      knob_ = value;
+      return {};
+    }
+    if (name == "secret") return {};
+    if (name == "serial") return Fail(EACCES, "serial is read-only");
+  }
+  return Fail(ENOENT, "no attribute " + std::string(name));
+}
+
 void TestDevice::Close() {
   ++counters_->closes;
   migration_.OnReset();  // Close drops migration sessions (kernel close_device).

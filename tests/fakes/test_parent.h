@@ -19,6 +19,9 @@ namespace umdev::testing {
 struct TestDeviceFeatures {
   uint64_t migration_flags = 0;  // VFIO_MIGRATION_*; 0: no MigrationOps.
   bool dirty_log = false;        // Whether it has DirtyLogOps.
+  // Attributes "label" (read-write; "bad" is refused with EINVAL), "serial"
+  // (read-only), "secret" (write-only) and "vendor/knob" (read-write).
+  bool attributes = false;
 };
 
 // A device with one 256-byte config region (index VFIO_PCI_CONFIG_REGION_INDEX)
@@ -60,6 +63,9 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   }
   DirtyLogOps* dirty_log() override { return features_.dirty_log ? &migration_ : nullptr; }
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;
+  std::vector<DeviceAttribute> Attributes() override;
+  Result<std::string> ReadAttribute(std::string_view name) override;
+  Result<void> WriteAttribute(std::string_view name, std::string_view value) override;
 
   // Pins through the core and keeps the pin until unmap, close or Drop().
   Result<void> PinAndHold(uint64_t iova, int npage, uint32_t prot);
@@ -83,6 +89,8 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   mutable Mutex mu_;
   std::vector<std::byte> config_ UMDEV_GUARDED_BY(mu_) = std::vector<std::byte>(256);
   std::vector<PinnedPages> pins_ UMDEV_GUARDED_BY(mu_);
+  std::string label_ UMDEV_GUARDED_BY(mu_) = "none";
+  std::string knob_ UMDEV_GUARDED_BY(mu_) = "0";
   // Shared so a stateful hook keeps its state across calls.
   std::shared_ptr<std::function<void()>> on_request_ UMDEV_GUARDED_BY(mu_);
   // Declared last: its save/load callbacks use config_ and mu_.

@@ -40,6 +40,7 @@ TEST_F(RegistryTest, RegisteredParentListsItsTypesWithDriverPrefix) {
   const auto parents = registry_.Parents();
   ASSERT_EQ(parents.size(), 1u);
   EXPECT_EQ(parents[0].name, "test_parent");
+  EXPECT_EQ(parents[0].driver, "test");
   ASSERT_EQ(parents[0].types.size(), 2u);
   EXPECT_EQ(parents[0].types[0].id, "test-a");
   EXPECT_EQ(parents[0].types[0].name, "Type A");

@@ -17,8 +17,10 @@
 
 #include "fakes/test_parent.h"
 #include "umdev/control/client.h"
+#include "umdev/control/definition_store.h"
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
+#include "umdev/daemon/autostart.h"
 #include "umdev/daemon/daemon.h"
 
 namespace umdev::control {
@@ -92,6 +94,97 @@ TEST_F(HandlerTest, AttributeCommands) {
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-list"}, {"uuid", other}})["errno"], ENODEV);
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", other}, {"name", "x"}})["errno"],
             ENODEV);
+}
+
+TEST_F(HandlerTest, StartWithAMissingAttributeRemovesTheDeviceAgain) {
+  const Json reply = HandleRequest(registry_, {{"cmd", "start"}, {"parent", "test_parent"},
+                                               {"type", "test-a"}, {"uuid", kUuid},
+                                               {"attrs", Json::parse(R"([{"nope":"1"}])")}});
+  EXPECT_EQ(reply["errno"], ENOENT);
+  EXPECT_EQ(reply["attr"], Json::parse(R"({"name":"nope","value":"1","exists":false})"));
+  EXPECT_TRUE(registry_.Mdevs().empty());
+  EXPECT_EQ(registry_.Parents()[0].types[0].available_instances, 1u) << "the instance came back";
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "start"}, {"parent", "test_parent"}, {"type", "test-a"},
+                                      {"uuid", kUuid}, {"attrs", "x"}})["errno"],
+            EINVAL);
+  EXPECT_TRUE(registry_.Mdevs().empty());
+}
+
+TEST_F(HandlerTest, DefinitionVerbsNeedAStore) {
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "defined"}})["errno"], EOPNOTSUPP);
+}
+
+class DefinitionVerbsTest : public HandlerTest {
+ protected:
+  static std::filesystem::path TestDir() {
+    return std::filesystem::temp_directory_path() /
+           ("umdev-defverbs-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+  void SetUp() override {
+    HandlerTest::SetUp();
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  Json Call(const Json& request) { return HandleRequest(registry_, &store_, request); }
+  const std::filesystem::path dir_ = TestDir();
+  DefinitionStore store_{dir_.string()};
+};
+
+TEST_F(DefinitionVerbsTest, DefineListAndUndefine) {
+  const Json config = Json::parse(R"({"mdev_type":"test-a","start":"auto","attrs":[{"k":"v"}]})");
+  EXPECT_TRUE(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}, {"config", config}})["ok"].get<bool>());
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}, {"config", config}})["errno"], EEXIST);
+  Json replaced = config;
+  replaced["start"] = "manual";
+  EXPECT_TRUE(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}, {"config", replaced},
+                    {"replace", true}})["ok"].get<bool>());
+  const Json listed = Call({{"cmd", "defined"}});
+  ASSERT_EQ(listed["definitions"].size(), 1u);
+  EXPECT_EQ(listed["definitions"][0],
+            Json::parse(std::string(R"({"parent":"p","uuid":")") + kUuid +
+                        R"(","mdev_type":"test-a","start":"manual","attrs":[{"k":"v"}]})"));
+  EXPECT_TRUE(Call({{"cmd", "undefine"}, {"parent", "p"}, {"uuid", kUuid}})["ok"].get<bool>());
+  EXPECT_EQ(Call({{"cmd", "undefine"}, {"parent", "p"}, {"uuid", kUuid}})["errno"], ENOENT);
+  EXPECT_TRUE(Call({{"cmd", "defined"}})["definitions"].empty());
+}
+
+TEST_F(DefinitionVerbsTest, BadDefinitionsChangeNothing) {
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid}})["errno"], EINVAL);
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", kUuid},
+                  {"config", Json::parse(R"({"start":"auto"})")}})["message"],
+            "invalid json");
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "../x"}, {"uuid", kUuid},
+                  {"config", Json::parse(R"({"mdev_type":"t","start":"auto"})")}})["errno"],
+            EINVAL);
+  EXPECT_EQ(Call({{"cmd", "define"}, {"parent", "p"}, {"uuid", "nope"},
+                  {"config", Json::parse(R"({"mdev_type":"t","start":"auto"})")}})["errno"],
+            EINVAL);
+  EXPECT_TRUE(Call({{"cmd", "defined"}})["definitions"].empty());
+  EXPECT_FALSE(std::filesystem::exists(dir_));
+}
+
+TEST_F(DefinitionVerbsTest, AutostartStartsAutoDefinitionsWhenTheirParentRegisters) {
+  const char* manual = "22222222-2222-4222-8222-222222222222";
+  const char* broken = "33333333-3333-4333-8333-333333333333";
+  ASSERT_TRUE(store_.Write("late", *Uuid::Parse(kUuid), {"test-a", true, {}},
+                           DefinitionStore::Mode::kCreate).has_value());
+  ASSERT_TRUE(store_.Write("late", *Uuid::Parse(manual), {"test-a", false, {}},
+                           DefinitionStore::Mode::kCreate).has_value());
+  ASSERT_TRUE(store_.Write("late", *Uuid::Parse(broken), {"test-z", true, {}},
+                           DefinitionStore::Mode::kCreate).has_value());
+  daemon::Autostarter autostart(registry_, store_);
+  registry_.AddObserver(&autostart);
+  ASSERT_TRUE(registry_
+                  .RegisterParent(std::make_shared<TestParentDriver>(
+                      TestParentDriver::Options{.parent_name = "late"}))
+                  .has_value());
+  registry_.RemoveObserver(&autostart);
+  const auto mdevs = registry_.Mdevs();
+  ASSERT_EQ(mdevs.size(), 1u) << "the manual one waits; the bad type is logged and skipped";
+  EXPECT_EQ(mdevs[0].uuid.ToString(), kUuid);
+  EXPECT_EQ(mdevs[0].parent, "late");
+  EXPECT_EQ(autostart.StartParent("late"), 0u) << "a running definition is not started twice";
 }
 
 TEST_F(HandlerTest, MalformedRequestsAreEinval) {
@@ -207,6 +300,55 @@ TEST(ConfigTest, ParsesPinningLimits) {
   EXPECT_EQ(config->container_locked_bytes, 4096u);
   EXPECT_EQ(config->max_dma_mappings, 100u);
   EXPECT_EQ(daemon::ParseConfig(R"({"limits":{"max_dma_mappings":70000}})").error().code, EINVAL);
+}
+
+TEST_F(HandlerTest, SysfsCommandsServeTheTreeWithItsErrnos) {
+  const std::string type = "class/mdev_bus/test_parent/mdev_supported_types/test-a";
+  const Json stat = HandleRequest(registry_, {{"cmd", "sysfs-stat"}, {"path", "class/mdev_bus/test_parent"}});
+  ASSERT_TRUE(stat["ok"].get<bool>()) << stat.dump();
+  EXPECT_EQ(stat["kind"], "link");
+  EXPECT_EQ(stat["mode"], 0777);
+  EXPECT_EQ(stat["target"], "../../devices/virtual/umdev/test_parent");
+  const Json list = HandleRequest(registry_, {{"cmd", "sysfs-list"}, {"path", type}});
+  ASSERT_TRUE(list["ok"].get<bool>()) << list.dump();
+  ASSERT_EQ(list["entries"].size(), 6u);
+  EXPECT_EQ(list["entries"][1], Json({{"name", "create"}, {"kind", "file"}, {"mode", 0200}}));
+  EXPECT_EQ(list["entries"][4], Json({{"name", "devices"}, {"kind", "dir"}, {"mode", 0755}}));
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", type + "/available_instances"}})["value"],
+            "1\n");
+  const Json created = HandleRequest(
+      registry_, {{"cmd", "sysfs-write"}, {"path", type + "/create"}, {"value", std::string(kUuid) + "\n"}});
+  EXPECT_TRUE(created["ok"].get<bool>()) << created.dump();
+  EXPECT_EQ(registry_.Mdevs().size(), 1u);
+  const Json again = HandleRequest(
+      registry_, {{"cmd", "sysfs-write"}, {"path", type + "/create"}, {"value", kUuid}});
+  EXPECT_EQ(again["errname"], "EEXIST");
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", type + "/create"}})["errno"], EACCES);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-list"}, {"path", "nope"}})["errno"], ENOENT);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-write"}, {"path", type + "/create"}})["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}})["errno"], EINVAL);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-chmod"}, {"path", ""}})["errno"], EINVAL);
+  const Json removed = HandleRequest(
+      registry_, {{"cmd", "sysfs-write"}, {"path", std::string("bus/mdev/devices/") + kUuid + "/remove"},
+                  {"value", "1"}});
+  EXPECT_TRUE(removed["ok"].get<bool>()) << removed.dump();
+  EXPECT_TRUE(registry_.Mdevs().empty());
+}
+
+TEST_F(HandlerTest, SysfsCommandsUseTheDaemonsTreeWhenGiven) {
+  const sysfs::Tree tree(registry_, sysfs::TreeOptions{.socket_path = [](const Uuid&) {
+                           return std::string("/sock");
+                         }});
+  ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());
+  const std::string path = std::string("bus/mdev/devices/") + kUuid + "/vfio_user_socket";
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", path}}, &tree)["value"], "/sock\n");
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "sysfs-read"}, {"path", path}})["errno"], ENOENT);
+}
+
+TEST(ConfigTest, ParsesTheSysfsMountPoint) {
+  EXPECT_EQ(daemon::ParseConfig("{}")->sysfs_mount, "");  // Not mounted by default.
+  EXPECT_EQ(daemon::ParseConfig(R"({"sysfs_mount":"/run/umdev/sys"})")->sysfs_mount, "/run/umdev/sys");
+  EXPECT_EQ(daemon::ParseConfig(R"({"sysfs_mount":1})").error().code, EINVAL);
 }
 
 TEST(DaemonTest, RegistersTheType1Backend) {

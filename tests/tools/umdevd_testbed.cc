@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
       TestParentDriver::Options options;
       options.parent_name = entry.value("name", options.parent_name);
       options.max_instances = entry.value("max_instances", options.max_instances);
+      options.features.attributes = entry.value("attributes", false);
       return std::make_shared<TestParentDriver>(options);
     });
     daemon.AddParentFactory("test-pci", [](const nlohmann::json& entry)

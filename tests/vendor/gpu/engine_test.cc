@@ -2,6 +2,11 @@
 // Slice interface: zeroed slices, host access, COPY, FILL, the built-in
 // vector add and reduction with known results, capacity, and every
 // out-of-bounds or malformed command refused without touching memory.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <numeric>
 #include <string>
@@ -9,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "gpu_test_util.h"
+#include "umdev/common/mapping.h"
 #include "umdev/vendor/gpu/builtin_kernels.h"
 
 namespace umdev::vendor::gpu {
@@ -248,6 +254,37 @@ TEST_P(EngineTest, SliceOutlivesItsEngineObject) {
   engine_.reset();
   ASSERT_TRUE(slice_->Fill(0, 16, 9).has_value());
   EXPECT_EQ(ReadWords(*slice_, 0, 4), (std::vector<uint32_t>{9, 9, 9, 9}));
+}
+
+// What BAR2 relies on: a client mapping the slice's fd sees the engine's
+// writes, and the engine sees the client's stores, with no copy between.
+TEST_P(EngineTest, MemoryIsSharedThroughItsFd) {
+  const int fd = slice_->memory_fd();
+  if (fd < 0) GTEST_SKIP() << "the Vulkan driver cannot import host memory";
+  struct stat st {};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  ASSERT_GE(static_cast<uint64_t>(st.st_size), kSliceBytes);
+  // A client's mapping can never be cut short under it (SIGBUS).
+  EXPECT_NE(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK, 0);
+  EXPECT_NE(ftruncate(fd, 0), 0);
+  auto client = Mapping::Map(fd, 0, kSliceBytes, PROT_READ | PROT_WRITE, MAP_SHARED);
+  ASSERT_TRUE(client.has_value()) << client.error().Describe();
+  auto* words = reinterpret_cast<uint32_t*>(client->data());
+
+  ASSERT_TRUE(slice_->Fill(0, 256, 0xabcd0123).has_value());
+  EXPECT_EQ(words[0], 0xabcd0123u);
+  EXPECT_EQ(words[63], 0xabcd0123u);
+  EXPECT_EQ(words[64], 0u);
+
+  for (uint32_t i = 0; i < 64; ++i) {
+    words[1024 + i] = i;       // a
+    words[2048 + i] = 100 * i;  // b
+  }
+  DispatchCommand add = Kernel("umdev_vadd_u32", 64, 1);
+  add.bindings = {{0, 4096, 256}, {1, 8192, 256}, {2, 12288, 256}};
+  ASSERT_TRUE(slice_->Dispatch(add).has_value());
+  for (uint32_t i = 0; i < 64; ++i) ASSERT_EQ(words[3072 + i], 101 * i) << i;
+  EXPECT_EQ(ReadWords(*slice_, 12288 + 4 * 63, 1).front(), 101u * 63);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, EngineTest,

@@ -3,112 +3,122 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
-#include <vector>
 
 namespace umdev::cli {
 namespace {
 
 using Json = nlohmann::json;
+// Output objects keep insertion order, as mdevctl's serializer does.
+using OutJson = nlohmann::ordered_json;
 
 bool Matches(const std::optional<std::string>& filter, const std::string& value) {
   return !filter.has_value() || *filter == value;
 }
 
 std::string Flatten(std::string text) {
-  // mdevctl prints a multi-line description on one line, lines joined by ", ".
+  // mdevctl trims the description and prints its lines joined by ", ".
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
   for (size_t at; (at = text.find('\n')) != std::string::npos;) text.replace(at, 1, ", ");
   return text;
 }
 
-// The devices of a list reply, filtered and grouped by parent in name order,
-// as mdevctl's BTreeMap orders them.
-std::map<std::string, std::vector<Json>> ByParent(const Json& mdevs,
-                                                  const std::optional<std::string>& uuid,
-                                                  const std::optional<std::string>& parent) {
-  std::map<std::string, std::vector<Json>> grouped;
-  for (const Json& mdev : mdevs) {
-    const auto name = mdev.at("parent").get<std::string>();
-    if (Matches(uuid, mdev.at("uuid").get<std::string>()) && Matches(parent, name)) {
-      grouped[name].push_back(mdev);
-    }
+// Parents (in name order) with their types (in id order), filtered.
+std::map<std::string, std::vector<Json>> SortedTypes(const Json& parents,
+                                                     const std::optional<std::string>& parent) {
+  std::map<std::string, std::vector<Json>> sorted;
+  for (const Json& p : parents) {
+    const auto name = p.at("name").get<std::string>();
+    if (!Matches(parent, name)) continue;
+    std::vector<Json> types(p.at("types").begin(), p.at("types").end());
+    std::sort(types.begin(), types.end(),
+              [](const Json& a, const Json& b) { return a.at("id") < b.at("id"); });
+    sorted[name] = std::move(types);
   }
-  return grouped;
+  return sorted;
 }
 
-Json Definition(const Json& mdev) {
-  return Json{{"mdev_type", mdev.at("type")}, {"start", "manual"}, {"attrs", Json::array()}};
+void SortRows(std::vector<DeviceRow>& rows) {
+  std::stable_sort(rows.begin(), rows.end(), [](const DeviceRow& a, const DeviceRow& b) {
+    return std::tie(a.parent, a.uuid) < std::tie(b.parent, b.uuid);
+  });
+}
+
+OutJson ConfigOf(const DeviceRow& row) {
+  return control::DefinitionToJson({row.type, row.autostart, row.attrs});
 }
 
 }  // namespace
 
 std::string FormatTypesText(const Json& parents, const std::optional<std::string>& parent) {
   std::string out;
-  for (const Json& p : parents) {
-    const auto name = p.at("name").get<std::string>();
-    if (!Matches(parent, name)) continue;
+  for (const auto& [name, types] : SortedTypes(parents, parent)) {
     out += name + "\n";
-    for (const Json& type : p.at("types")) {
+    for (const Json& type : types) {
       out += fmt::format("  {}\n", type.at("id").get<std::string>());
       out += fmt::format("    Available instances: {}\n", type.at("available_instances").get<unsigned>());
       out += fmt::format("    Device API: {}\n", type.at("device_api").get<std::string>());
       const auto pretty = type.at("name").get<std::string>();
       if (!pretty.empty()) out += fmt::format("    Name: {}\n", pretty);
-      const auto description = type.at("description").get<std::string>();
-      if (!description.empty()) out += fmt::format("    Description: {}\n", Flatten(description));
+      const auto description = Flatten(type.at("description").get<std::string>());
+      if (!description.empty()) out += fmt::format("    Description: {}\n", description);
     }
   }
   return out;
 }
 
 std::string FormatTypesJson(const Json& parents, const std::optional<std::string>& parent) {
-  Json out = Json::array();
-  for (const Json& p : parents) {
-    const auto name = p.at("name").get<std::string>();
-    if (!Matches(parent, name)) continue;
-    Json types = Json::array();
-    for (const Json& type : p.at("types")) {
-      Json info{{"available_instances", type.at("available_instances")},
-                {"device_api", type.at("device_api")},
-                {"name", type.at("name")}};
-      const auto description = type.at("description").get<std::string>();
-      if (!description.empty()) info["description"] = Flatten(description);
-      types.push_back(Json{{type.at("id").get<std::string>(), std::move(info)}});
+  OutJson all = OutJson::object();
+  for (const auto& [name, types] : SortedTypes(parents, parent)) {
+    OutJson list = OutJson::array();
+    for (const Json& type : types) {
+      OutJson info{{"available_instances", type.at("available_instances")},
+                {"device_api", type.at("device_api")}};
+      const auto pretty = type.at("name").get<std::string>();
+      if (!pretty.empty()) info["name"] = pretty;
+      const auto description = Flatten(type.at("description").get<std::string>());
+      if (!description.empty()) info["description"] = description;
+      list.push_back(OutJson{{type.at("id").get<std::string>(), std::move(info)}});
     }
-    out.push_back(Json{{name, std::move(types)}});
+    all[name] = std::move(list);
   }
-  return out.dump(2) + "\n";
+  return (all.empty() ? OutJson::array() : OutJson::array({std::move(all)})).dump(2);
 }
 
-std::string FormatListText(const Json& mdevs, const std::optional<std::string>& uuid,
-                           const std::optional<std::string>& parent) {
-  std::string out;
-  for (const auto& [name, devices] : ByParent(mdevs, uuid, parent)) {
-    for (const Json& mdev : devices) {
-      out += fmt::format("{} {} {} manual\n", mdev.at("uuid").get<std::string>(), name,
-                         mdev.at("type").get<std::string>());
-    }
+std::string FormatAttrs(const control::AttributeList& attrs) {
+  if (attrs.empty()) return "";
+  std::string out = "  Attrs:\n";
+  for (size_t i = 0; i < attrs.size(); ++i) {
+    // Unescaped, exactly as mdevctl formats it.
+    out += fmt::format("    @{{{}}}: {{\"{}\":\"{}\"}}\n", i, attrs[i].first, attrs[i].second);
   }
   return out;
 }
 
-std::string FormatListJson(const Json& mdevs, const std::optional<std::string>& uuid,
-                           const std::optional<std::string>& parent) {
-  const auto grouped = ByParent(mdevs, uuid, parent);
-  if (uuid.has_value()) {
-    // A single device prints as its definition, ready for --jsonfile.
-    for (const auto& [name, devices] : grouped) return Definition(devices.front()).dump(2) + "\n";
-    return "";
+std::string FormatListText(std::vector<DeviceRow> rows, Listing listing, bool verbose) {
+  SortRows(rows);
+  std::string out;
+  for (const DeviceRow& row : rows) {
+    out += fmt::format("{} {} {} {}", row.uuid, row.parent, row.type,
+                       row.autostart ? "auto" : "manual");
+    if (listing == Listing::kDefined && row.active) out += " (active)";
+    if (listing == Listing::kActive && row.defined) out += " (defined)";
+    out += "\n";
+    if (verbose) out += FormatAttrs(row.attrs);
   }
-  Json out = Json::array();
-  for (const auto& [name, devices] : grouped) {
-    Json children = Json::array();
-    for (const Json& mdev : devices) {
-      children.push_back(Json{{mdev.at("uuid").get<std::string>(), Definition(mdev)}});
-    }
-    out.push_back(Json{{name, std::move(children)}});
+  return out;
+}
+
+std::string FormatListJson(std::vector<DeviceRow> rows, bool single) {
+  SortRows(rows);
+  if (single && rows.size() == 1) return ConfigOf(rows.front()).dump(2);
+  OutJson all = OutJson::object();
+  for (const DeviceRow& row : rows) {
+    if (!all.contains(row.parent)) all[row.parent] = OutJson::array();
+    all[row.parent].push_back(OutJson{{row.uuid, ConfigOf(row)}});
   }
-  return out.dump(2) + "\n";
+  return (all.empty() ? OutJson::array() : OutJson::array({std::move(all)})).dump(2);
 }
 
 }  // namespace umdev::cli

@@ -24,6 +24,12 @@ Result<ControlClient> ControlClient::Connect(const std::string& socket_path) {
 }
 
 Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request) {
+  UMDEV_ASSIGN_OR_RETURN(nlohmann::json reply, Exchange(request));
+  if (reply.value("ok", false) != true) return std::unexpected(ErrorFromReply(reply));
+  return reply;
+}
+
+Result<nlohmann::json> ControlClient::Exchange(const nlohmann::json& request) {
   std::string line = request.dump() + "\n";
   for (std::string_view rest = line; !rest.empty();) {
     const ssize_t n = ::send(fd_.get(), rest.data(), rest.size(), MSG_NOSIGNAL);
@@ -46,7 +52,6 @@ Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request) {
   auto reply = nlohmann::json::parse(buffered_.substr(0, newline), nullptr, false);
   buffered_.erase(0, newline + 1);
   if (reply.is_discarded() || !reply.is_object()) return Fail(EPROTO, "malformed reply from umdevd");
-  if (reply.value("ok", false) != true) return std::unexpected(ErrorFromReply(reply));
   return reply;
 }
 

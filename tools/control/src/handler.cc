@@ -1,8 +1,11 @@
 // HandleRequest: the control protocol's commands against the Registry.
 #include <fmt/format.h>
 
+#include "umdev/control/definition_store.h"
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
+#include "umdev/control/start.h"
+#include "sysfs_commands.h"
 
 namespace umdev::control {
 namespace {
@@ -50,12 +53,63 @@ Json List(Registry& registry) {
   return {{"ok", true}, {"mdevs", std::move(mdevs)}};
 }
 
-Result<Json> Start(Registry& registry, const Json& request) {
+// A failed attribute makes a reply of its own: the client needs its name,
+// value and whether it exists to word mdevctl's message.
+Json Start(Registry& registry, const Json& request) {
+  auto parent = StringField(request, "parent");
+  if (!parent.has_value()) return ErrorReply(parent.error());
+  auto type = StringField(request, "type");
+  if (!type.has_value()) return ErrorReply(type.error());
+  auto uuid = UuidField(request);
+  if (!uuid.has_value()) return ErrorReply(uuid.error());
+  auto attrs = ParseAttributes(request.contains("attrs") ? request["attrs"] : Json());
+  if (!attrs.has_value()) return ErrorReply(attrs.error());
+  std::optional<AttributeFailure> failure;
+  auto started = StartMdev(registry, *parent, *type, *uuid, *attrs, &failure);
+  if (started.has_value()) return Json{{"ok", true}, {"uuid", uuid->ToString()}};
+  Json reply = ErrorReply(started.error());
+  if (failure.has_value()) {
+    reply["attr"] = {{"name", failure->name}, {"value", failure->value}, {"exists", failure->exists}};
+  }
+  return reply;
+}
+
+Result<DefinitionStore*> StoreOf(DefinitionStore* store) {
+  if (store == nullptr) return Fail(EOPNOTSUPP, "this umdevd keeps no definitions");
+  return store;
+}
+
+Result<Json> Defined(DefinitionStore* maybe_store) {
+  UMDEV_ASSIGN_OR_RETURN(DefinitionStore* store, StoreOf(maybe_store));
+  Json list = Json::array();
+  for (const StoredDefinition& stored : store->List()) {
+    Json entry = DefinitionToJson(stored.definition);
+    entry["parent"] = stored.parent;
+    entry["uuid"] = stored.uuid.ToString();
+    list.push_back(std::move(entry));
+  }
+  return Json{{"ok", true}, {"definitions", std::move(list)}};
+}
+
+Result<Json> Define(DefinitionStore* maybe_store, const Json& request) {
+  UMDEV_ASSIGN_OR_RETURN(DefinitionStore* store, StoreOf(maybe_store));
   UMDEV_ASSIGN_OR_RETURN(const std::string parent, StringField(request, "parent"));
-  UMDEV_ASSIGN_OR_RETURN(const std::string type, StringField(request, "type"));
   UMDEV_ASSIGN_OR_RETURN(const Uuid uuid, UuidField(request));
-  UMDEV_TRY(registry.CreateMdev(parent, type, uuid));
-  return Json{{"ok", true}, {"uuid", uuid.ToString()}};
+  auto config = request.find("config");
+  if (config == request.end()) return Fail(EINVAL, "request needs a \"config\" object");
+  UMDEV_ASSIGN_OR_RETURN(const Definition definition, ParseDefinition(*config));
+  const auto mode = request.value("replace", false) ? DefinitionStore::Mode::kCreateOrReplace
+                                                    : DefinitionStore::Mode::kCreate;
+  UMDEV_TRY(store->Write(parent, uuid, definition, mode));
+  return Json{{"ok", true}};
+}
+
+Result<Json> Undefine(DefinitionStore* maybe_store, const Json& request) {
+  UMDEV_ASSIGN_OR_RETURN(DefinitionStore* store, StoreOf(maybe_store));
+  UMDEV_ASSIGN_OR_RETURN(const std::string parent, StringField(request, "parent"));
+  UMDEV_ASSIGN_OR_RETURN(const Uuid uuid, UuidField(request));
+  UMDEV_TRY(store->Remove(parent, uuid));
+  return Json{{"ok", true}};
 }
 
 Result<Json> Stop(Registry& registry, const Json& request) {
@@ -92,23 +146,36 @@ Result<Json> AttrSet(Registry& registry, const Json& request) {
   return Json{{"ok", true}};
 }
 
-Result<Json> Dispatch(Registry& registry, const Json& request) {
+Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& request,
+                      const sysfs::Tree* tree) {
   if (!request.is_object()) return Fail(EINVAL, "request is not a JSON object");
   UMDEV_ASSIGN_OR_RETURN(const std::string cmd, StringField(request, "cmd"));
   if (cmd == "types") return Types(registry);
   if (cmd == "list") return List(registry);
   if (cmd == "start") return Start(registry, request);
+  if (cmd == "defined") return Defined(store);
+  if (cmd == "define") return Define(store, request);
+  if (cmd == "undefine") return Undefine(store, request);
   if (cmd == "stop") return Stop(registry, request);
   if (cmd == "attr-list") return AttrList(registry, request);
   if (cmd == "attr-get") return AttrGet(registry, request);
   if (cmd == "attr-set") return AttrSet(registry, request);
+  if (cmd.starts_with("sysfs-")) {
+    if (tree != nullptr) return SysfsCommand(*tree, cmd, request);
+    return SysfsCommand(sysfs::Tree(registry), cmd, request);
+  }
   return Fail(EINVAL, fmt::format("unknown command '{}'", cmd));
 }
 
 }  // namespace
 
-Json HandleRequest(Registry& registry, const Json& request) {
-  Result<Json> reply = Dispatch(registry, request);
+Json HandleRequest(Registry& registry, const Json& request, const sysfs::Tree* tree) {
+  return HandleRequest(registry, nullptr, request, tree);
+}
+
+Json HandleRequest(Registry& registry, DefinitionStore* store, const Json& request,
+                   const sysfs::Tree* tree) {
+  Result<Json> reply = Dispatch(registry, store, request, tree);
   return reply.has_value() ? std::move(*reply) : ErrorReply(reply.error());
 }
 

@@ -40,8 +40,9 @@ void SendJson(int fd, const nlohmann::json& reply) {
 
 }  // namespace
 
-ControlServer::ControlServer(Registry& registry, std::string socket_path)
-    : registry_(registry), socket_path_(std::move(socket_path)) {}
+ControlServer::ControlServer(Registry& registry, std::string socket_path, DefinitionStore* store,
+                             const sysfs::Tree* tree)
+    : registry_(registry), store_(store), tree_(tree), socket_path_(std::move(socket_path)) {}
 
 Result<void> ControlServer::Start() {
   UMDEV_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(socket_path_));
@@ -131,7 +132,7 @@ void ControlServer::Serve(UniqueFd connection) {
       buffer.erase(0, newline + 1);
       SendJson(connection.get(),
                request.is_discarded() ? ErrorReply(Error{EINVAL, "request is not valid JSON"})
-                                      : HandleRequest(registry_, request));
+                                      : HandleRequest(registry_, store_, request, tree_));
     }
     if (buffer.size() > kMaxLineBytes) {
       SendJson(connection.get(), ErrorReply(Error{E2BIG, "request line too long"}));

@@ -87,6 +87,9 @@ Result<Config> ParseConfig(std::string_view text) {
           return Fail(EINVAL, fmt::format("config: unknown or out-of-range limit \"{}\"", limit));
         }
       }
+    } else if (key == "sysfs_mount") {
+      if (!value.is_string()) return Fail(EINVAL, "config: \"sysfs_mount\" must be a string");
+      config.sysfs_mount = value.get<std::string>();
     } else if (key == "vfio_user") {
       UMDEV_TRY(ParseVfioUser(value, config.vfio_user));
     } else if (key == "parents") {

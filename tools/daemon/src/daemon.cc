@@ -87,20 +87,49 @@ Result<void> Daemon::Start() {
   server.allowed_uids = config.vfio_user.allowed_uids;
   vfio_user_ = std::make_unique<vfio_user::Server>(*registry_, std::move(server));
   UMDEV_TRY(vfio_user_->Start());
+  // Definitions start as their parent registers, at start-up or later; the
+  // vfio-user server observes first so autostarted instances get sockets.
+  // The directory exists even when empty, as mdevctl's package ships
+  // /etc/mdevctl.d: stock mdevctl refuses to run without it.
+  const std::string definitions_dir = options_.state_dir + "/mdevctl.d";
+  if (::mkdir(definitions_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return FailErrno("mkdir " + definitions_dir);
+  }
+  definitions_ = std::make_unique<control::DefinitionStore>(definitions_dir);
+  autostart_ = std::make_unique<Autostarter>(*registry_, *definitions_);
+  registry_->AddObserver(autostart_.get());
   UMDEV_TRY(RegisterParents());
-  control_ = std::make_unique<control::ControlServer>(*registry_,
-                                                      options_.state_dir + "/control.sock");
+  vfio_user::Server* sockets = vfio_user_.get();
+  sysfs_tree_ = std::make_unique<sysfs::Tree>(
+      *registry_, sysfs::TreeOptions{.socket_path = [sockets](const Uuid& uuid) {
+        return sockets->SocketPath(uuid);
+      }});
+  if (!config.sysfs_mount.empty()) {
+    sysfs_fuse_ = std::make_unique<sysfs::FuseServer>(*sysfs_tree_, config.sysfs_mount);
+    UMDEV_TRY(sysfs_fuse_->Start());
+  }
+  // Last: a control socket tells clients that everything else is ready.
+  control_ = std::make_unique<control::ControlServer>(
+      *registry_, options_.state_dir + "/control.sock", definitions_.get(), sysfs_tree_.get());
   UMDEV_TRY(control_->Start());
   spdlog::info("umdevd: listening on {}/control.sock", options_.state_dir);
   return {};
 }
 
 void Daemon::Stop() {
+  // The tree's users go first: nothing may create instances while the
+  // parents are being unregistered.
+  if (sysfs_fuse_ != nullptr) sysfs_fuse_->Stop();
+  sysfs_fuse_.reset();
   if (control_ != nullptr) control_->Stop();
   control_.reset();
   if (vfio_user_ != nullptr) vfio_user_->Stop();  // Clients go before their devices.
   vfio_user_.reset();
+  if (autostart_ != nullptr) registry_->RemoveObserver(autostart_.get());
+  autostart_.reset();
+  sysfs_tree_.reset();
   registry_.reset();  // Unregisters every parent and removes their instances.
+  definitions_.reset();
   lock_fd_.Reset();
 }
 

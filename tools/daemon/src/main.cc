@@ -28,10 +28,13 @@ int RunUmdevd(int argc, char** argv, const std::function<void(Daemon&)>& customi
   std::string state_dir = "/run/umdev";
   std::string config_path;
   std::string log_level;
+  std::string sysfs_mount;
   app.add_option("--state-dir", state_dir, "Runtime state: control socket, device sockets, lock")
       ->capture_default_str();
   app.add_option("--config", config_path, "JSON configuration (default: the embedded one)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off");
+  app.add_option("--sysfs-mount", sysfs_mount,
+                 "Mount the mdev sysfs tree here over FUSE (DIR plays /sys)");
   CLI11_PARSE(app, argc, argv);
 
   auto text = config_path.empty() ? Result<std::string>(std::string(DefaultConfigText()))
@@ -43,6 +46,7 @@ int RunUmdevd(int argc, char** argv, const std::function<void(Daemon&)>& customi
     return 1;
   }
   if (!log_level.empty()) config->log_level = log_level;
+  if (!sysfs_mount.empty()) config->sysfs_mount = sysfs_mount;
   if (auto level = SetLogLevel(config->log_level); !level.has_value()) {
     spdlog::critical("umdevd: {}", level.error().Describe());
     return 1;

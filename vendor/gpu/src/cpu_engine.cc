@@ -1,7 +1,5 @@
-// CpuEngine: slices in anonymous host memory, commands run on TBB. For hosts
+// CpuEngine: slices in memfd-backed host memory, commands run on TBB. For hosts
 // without a Vulkan device; DISPATCH runs only the built-in kernels.
-
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,8 +12,8 @@
 #include <tbb/parallel_for.h>
 #include <tbb/parallel_reduce.h>
 
+#include "shared_memory.h"
 #include "slice_bounds.h"
-#include "umdev/common/mapping.h"
 #include "umdev/common/mutex.h"
 #include "umdev/vendor/gpu/builtin_kernels.h"
 #include "umdev/vendor/gpu/engine.h"
@@ -66,11 +64,12 @@ const BufferBinding* FindBinding(const DispatchCommand& command, uint32_t bindin
 // Thread-compatible (see Slice).
 class CpuSlice final : public Slice {
  public:
-  CpuSlice(std::shared_ptr<MemoryAccount> account, Mapping memory)
-      : account_(std::move(account)), memory_(std::move(memory)) {}
-  ~CpuSlice() override { account_->Give(memory_.size()); }
+  CpuSlice(std::shared_ptr<MemoryAccount> account, SharedMemory memory)
+      : account_(std::move(account)), shared_(std::move(memory)) {}
+  ~CpuSlice() override { account_->Give(size()); }
 
   uint64_t size() const override { return memory_.size(); }
+  int memory_fd() const override { return shared_.fd.get(); }
 
   Result<void> Write(uint64_t offset, std::span<const std::byte> data) override {
     UMDEV_TRY(CheckRange(size(), offset, data.size(), "write"));
@@ -173,7 +172,8 @@ class CpuSlice final : public Slice {
   }
 
   std::shared_ptr<MemoryAccount> account_;
-  Mapping memory_;
+  SharedMemory shared_;
+  const Mapping& memory_ = shared_.mapping;
 };
 
 // Thread-safe.
@@ -194,9 +194,8 @@ class CpuEngine final : public Engine {
       return Fail(EINVAL, fmt::format("slice size {:#x} (a non-zero multiple of 4)", size));
     }
     UMDEV_TRY(account_->Take(size));
-    // Anonymous memory is zero-filled and committed only when touched.
-    auto memory = Mapping::Map(-1, 0, size, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    // A memfd is zero-filled and its pages are allocated only when touched.
+    auto memory = CreateSharedMemory("umdev-gpu-slice", size);
     if (!memory) {
       account_->Give(size);
       return std::unexpected(Wrap(std::move(memory).error(), "cpu slice"));

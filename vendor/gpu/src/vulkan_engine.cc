@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "shared_memory.h"
 #include "slice_bounds.h"
 #include "umdev/common/mutex.h"
 #include "umdev/common/scope_exit.h"
@@ -109,6 +110,10 @@ class VulkanDevice {
   VkCommandPool pool = VK_NULL_HANDLE;
   VkFence fence = VK_NULL_HANDLE;
   uint32_t memory_type = 0;
+  // VK_EXT_external_memory_host: slices import memfd mappings (memory_fd()).
+  bool host_import = false;
+  uint64_t import_alignment = 0;
+  PFN_vkGetMemoryHostPointerPropertiesEXT get_host_pointer_properties = nullptr;
   VkPhysicalDeviceLimits limits{};
   std::string name;
   uint64_t capacity = 0;
@@ -151,23 +156,20 @@ class VulkanSlice final : public Slice {
   VulkanSlice(std::shared_ptr<VulkanDevice> device, uint64_t size)
       : dev_(std::move(device)), size_(size) {}
   ~VulkanSlice() override {
-    if (mapped_ != nullptr) vkUnmapMemory(dev_->device, memory_);
-    if (buffer_ != VK_NULL_HANDLE) vkDestroyBuffer(dev_->device, buffer_, nullptr);
-    if (memory_ != VK_NULL_HANDLE) vkFreeMemory(dev_->device, memory_, nullptr);
+    Release();
     dev_->Give(size_);
   }
 
-  // One buffer over the whole allocation, mapped for host access, zeroed.
+  // One buffer over the whole slice, its memory reachable from the host,
+  // zeroed. Imports a memfd mapping where the driver can, so the memory can
+  // be shared with a client; otherwise (or when the import fails) allocates
+  // device memory and maps it.
   Result<void> Init() {
-    VkBufferCreateInfo info{};
-    info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
-    info.size = size_;
-    info.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT;
-    info.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
-    if (VkResult r = vkCreateBuffer(dev_->device, &info, nullptr, &buffer_); r != VK_SUCCESS) {
-      return VkFail(r, "vkCreateBuffer");
+    if (dev_->host_import) {
+      if (InitImported().has_value()) return {};
+      Release();
     }
+    UMDEV_TRY(CreateBuffer(false));
     VkMemoryRequirements req{};
     vkGetBufferMemoryRequirements(dev_->device, buffer_, &req);
     if ((req.memoryTypeBits & (1u << dev_->memory_type)) == 0) {
@@ -194,6 +196,7 @@ class VulkanSlice final : public Slice {
   }
 
   uint64_t size() const override { return size_; }
+  int memory_fd() const override { return shared_.fd ? shared_.fd.get() : -1; }
 
   Result<void> Write(uint64_t offset, std::span<const std::byte> data) override {
     UMDEV_TRY(CheckRange(size_, offset, data.size(), "write"));
@@ -225,15 +228,87 @@ class VulkanSlice final : public Slice {
   Result<void> Dispatch(const DispatchCommand& command) override;
 
  private:
-  std::byte* Host() const { return static_cast<std::byte*>(mapped_); }
+  std::byte* Host() const {
+    return shared_.mapping.valid() ? shared_.mapping.data() : static_cast<std::byte*>(mapped_);
+  }
   Result<void> CheckDeviceLimits(const DispatchCommand& command) const;
+  Result<void> CreateBuffer(bool external_host);
+  Result<void> InitImported();
+  // Frees the Vulkan objects before the memory they may point into.
+  void Release() {
+    if (mapped_ != nullptr) vkUnmapMemory(dev_->device, memory_);
+    if (buffer_ != VK_NULL_HANDLE) vkDestroyBuffer(dev_->device, buffer_, nullptr);
+    if (memory_ != VK_NULL_HANDLE) vkFreeMemory(dev_->device, memory_, nullptr);
+    mapped_ = nullptr;
+    buffer_ = VK_NULL_HANDLE;
+    memory_ = VK_NULL_HANDLE;
+    shared_ = SharedMemory{};
+  }
 
   std::shared_ptr<VulkanDevice> dev_;
   const uint64_t size_;
   VkBuffer buffer_ = VK_NULL_HANDLE;
   VkDeviceMemory memory_ = VK_NULL_HANDLE;
-  void* mapped_ = nullptr;
+  void* mapped_ = nullptr;     // vkMapMemory's pointer (allocated memory)
+  SharedMemory shared_;        // the memfd (imported memory)
 };
+
+Result<void> VulkanSlice::CreateBuffer(bool external_host) {
+  VkExternalMemoryBufferCreateInfo external{};
+  external.sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO;
+  external.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+  VkBufferCreateInfo info{};
+  info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+  info.pNext = external_host ? &external : nullptr;
+  info.size = size_;
+  info.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+               VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  info.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+  if (VkResult r = vkCreateBuffer(dev_->device, &info, nullptr, &buffer_); r != VK_SUCCESS) {
+    return VkFail(r, "vkCreateBuffer");
+  }
+  return {};
+}
+
+Result<void> VulkanSlice::InitImported() {
+  UMDEV_TRY(CreateBuffer(true));
+  VkMemoryRequirements req{};
+  vkGetBufferMemoryRequirements(dev_->device, buffer_, &req);
+  const uint64_t align = std::max<uint64_t>(dev_->import_alignment, req.alignment);
+  const uint64_t bytes = (std::max<uint64_t>(req.size, size_) + align - 1) / align * align;
+  // A fresh memfd is zero-filled: no previous tenant's data to clear.
+  UMDEV_ASSIGN_OR_RETURN(shared_, CreateSharedMemory("umdev-gpu-slice", bytes));
+
+  VkMemoryHostPointerPropertiesEXT pointer{};
+  pointer.sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT;
+  if (VkResult r = dev_->get_host_pointer_properties(
+          dev_->device, VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+          shared_.mapping.data(), &pointer);
+      r != VK_SUCCESS) {
+    return VkFail(r, "vkGetMemoryHostPointerPropertiesEXT");
+  }
+  // Host-coherent, so host access through the mapping needs no flushes.
+  const uint32_t type = FindMemoryType(
+      dev_->physical, pointer.memoryTypeBits & req.memoryTypeBits,
+      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+  if (type == UINT32_MAX) return Fail(ENOTSUP, "no coherent memory type imports host memory");
+  VkImportMemoryHostPointerInfoEXT import{};
+  import.sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT;
+  import.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+  import.pHostPointer = shared_.mapping.data();
+  VkMemoryAllocateInfo alloc{};
+  alloc.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+  alloc.pNext = &import;
+  alloc.allocationSize = bytes;
+  alloc.memoryTypeIndex = type;
+  if (VkResult r = vkAllocateMemory(dev_->device, &alloc, nullptr, &memory_); r != VK_SUCCESS) {
+    return VkFail(r, "vkAllocateMemory (host import)");
+  }
+  if (VkResult r = vkBindBufferMemory(dev_->device, buffer_, memory_, 0); r != VK_SUCCESS) {
+    return VkFail(r, "vkBindBufferMemory");
+  }
+  return {};
+}
 
 Result<void> VulkanSlice::CheckDeviceLimits(const DispatchCommand& command) const {
   const VkPhysicalDeviceLimits& limits = dev_->limits;
@@ -490,16 +565,27 @@ Result<std::shared_ptr<Engine>> CreateVulkanEngine(const VulkanEngineOptions& op
   queue_info.queueFamilyIndex = family_index;
   queue_info.queueCount = 1;
   queue_info.pQueuePriorities = &priority;
+  std::vector<const char*> extensions;
+  dev->import_alignment = HostImportAlignment(dev->physical);
+  if (dev->import_alignment != 0) extensions.push_back(VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
+
   VkDeviceCreateInfo device_info{};
   device_info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
   device_info.queueCreateInfoCount = 1;
   device_info.pQueueCreateInfos = &queue_info;
+  device_info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
+  device_info.ppEnabledExtensionNames = extensions.data();
   device_info.pEnabledFeatures = &enabled;
   if (VkResult r = vkCreateDevice(dev->physical, &device_info, nullptr, &dev->device);
       r != VK_SUCCESS) {
     return VkFail(r, "vkCreateDevice");
   }
   vkGetDeviceQueue(dev->device, family_index, 0, &dev->queue);
+  if (!extensions.empty()) {
+    dev->get_host_pointer_properties = reinterpret_cast<PFN_vkGetMemoryHostPointerPropertiesEXT>(
+        vkGetDeviceProcAddr(dev->device, "vkGetMemoryHostPointerPropertiesEXT"));
+    dev->host_import = dev->get_host_pointer_properties != nullptr;
+  }
 
   VkCommandPoolCreateInfo pool_info{};
   pool_info.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;

@@ -110,4 +110,27 @@ bool HasDeviceExtension(VkPhysicalDevice device, std::string_view name) {
   return false;
 }
 
+uint64_t HostImportAlignment(VkPhysicalDevice device) {
+  if (!HasDeviceExtension(device, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME)) return 0;
+  VkPhysicalDeviceExternalMemoryHostPropertiesEXT host{};
+  host.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT;
+  VkPhysicalDeviceProperties2 properties2{};
+  properties2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+  properties2.pNext = &host;
+  vkGetPhysicalDeviceProperties2(device, &properties2);
+  return host.minImportedHostPointerAlignment;
+}
+
+uint32_t FindMemoryType(VkPhysicalDevice device, uint32_t type_bits,
+                        VkMemoryPropertyFlags wanted) {
+  VkPhysicalDeviceMemoryProperties memory{};
+  vkGetPhysicalDeviceMemoryProperties(device, &memory);
+  for (uint32_t i = 0; i < memory.memoryTypeCount; ++i) {
+    if ((type_bits & (1u << i)) != 0 && (memory.memoryTypes[i].propertyFlags & wanted) == wanted) {
+      return i;
+    }
+  }
+  return UINT32_MAX;
+}
+
 }  // namespace umdev::vendor::gpu

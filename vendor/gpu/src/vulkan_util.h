@@ -47,4 +47,13 @@ Result<std::vector<VkPhysicalDevice>> EnumeratePhysicalDevices(VkInstance instan
 
 bool HasDeviceExtension(VkPhysicalDevice device, std::string_view name);
 
+// VK_EXT_external_memory_host's minImportedHostPointerAlignment, or 0 when
+// the device does not have the extension.
+uint64_t HostImportAlignment(VkPhysicalDevice device);
+
+// The first memory type allowed by |type_bits| that has every flag of
+// |wanted|; UINT32_MAX when none does.
+uint32_t FindMemoryType(VkPhysicalDevice device, uint32_t type_bits,
+                        VkMemoryPropertyFlags wanted);
+
 }  // namespace umdev::vendor::gpu

@@ -37,6 +37,7 @@ struct MdevTypeStatus {
 
 struct ParentStatus {
   std::string name;
+  std::string driver;  // The vendor's driver_name() (kernel dev_driver_string()).
   std::vector<MdevTypeStatus> types;
 };
 

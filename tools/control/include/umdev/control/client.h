@@ -18,6 +18,9 @@ class ControlClient {
   // Sends |request| and returns the reply's body when "ok" is true.
   // Errors: the daemon's errno; EPROTO malformed reply; I/O errno.
   Result<nlohmann::json> Call(const nlohmann::json& request);
+  // Sends |request| and returns the whole reply, "ok" true or false, for
+  // callers that read a failure's extra fields. Errors: EPROTO; I/O errno.
+  Result<nlohmann::json> Exchange(const nlohmann::json& request);
 
  private:
   explicit ControlClient(UniqueFd fd) : fd_(std::move(fd)) {}

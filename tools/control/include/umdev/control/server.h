@@ -13,12 +13,20 @@
 #include "umdev/common/mutex.h"
 #include "umdev/common/unique_fd.h"
 #include "umdev/mdev_core/registry.h"
+#include "umdev/sysfs/tree.h"
 
 namespace umdev::control {
 
+class DefinitionStore;
+
 // Answers one request; public so the protocol is testable without sockets.
-// Thread-safe (the Registry is).
-nlohmann::json HandleRequest(Registry& registry, const nlohmann::json& request);
+// Thread-safe (the Registry and the store are). With no |store| the
+// definition verbs answer EOPNOTSUPP. The sysfs-* commands use |tree|, or a
+// Tree of |registry| without vfio_user_socket attributes when it is null.
+nlohmann::json HandleRequest(Registry& registry, DefinitionStore* store,
+                             const nlohmann::json& request, const sysfs::Tree* tree = nullptr);
+nlohmann::json HandleRequest(Registry& registry, const nlohmann::json& request,
+                             const sysfs::Tree* tree = nullptr);
 
 // Start() and Stop() from one thread; connections are served on their own
 // threads (at most kMaxConnections at once; more are refused with EBUSY).
@@ -26,7 +34,10 @@ class ControlServer {
  public:
   static constexpr size_t kMaxConnections = 32;
 
-  ControlServer(Registry& registry, std::string socket_path);
+  // |store| may be null (no persistent definitions); |tree| (optional)
+  // serves the sysfs-* commands. Both are not owned and must outlive Stop().
+  ControlServer(Registry& registry, std::string socket_path, DefinitionStore* store = nullptr,
+                const sysfs::Tree* tree = nullptr);
   ~ControlServer() { Stop(); }
 
   // Binds |socket_path| (mode 0600, replacing a stale socket) and starts
@@ -46,6 +57,8 @@ class ControlServer {
   void ReapLocked() UMDEV_REQUIRES(mu_);
 
   Registry& registry_;
+  DefinitionStore* const store_;
+  const sysfs::Tree* const tree_;
   const std::string socket_path_;
   UniqueFd listener_;
   UniqueFd wake_;  // eventfd: Stop() wakes every poll().

@@ -14,8 +14,12 @@
 
 #include "umdev/common/error.h"
 #include "umdev/common/unique_fd.h"
+#include "umdev/control/definition_store.h"
 #include "umdev/control/server.h"
+#include "umdev/daemon/autostart.h"
 #include "umdev/mdev_core/registry.h"
+#include "umdev/sysfs/fuse_server.h"
+#include "umdev/sysfs/tree.h"
 #include "umdev/vfio_user/server.h"
 
 namespace umdev::daemon {
@@ -43,6 +47,9 @@ struct Config {
   uint64_t container_locked_bytes = 0;
   uint32_t max_dma_mappings = 65535;  // Per container (vfio-user max_dma_maps).
   VfioUserConfig vfio_user;
+  // Where the mdev sysfs tree is mounted over FUSE ("sysfs_mount", or
+  // --sysfs-mount); empty: not mounted.
+  std::string sysfs_mount;
   std::vector<nlohmann::json> parents;  // Each has a string "driver".
 };
 
@@ -68,16 +75,20 @@ class Daemon {
   void AddParentFactory(std::string driver, ParentFactory factory);
 
   // Creates and locks the state dir, registers the IOMMU drivers and the
-  // configured parents, serves their instances over vfio-user at
-  // DIR/vfio-user/<uuid>.sock, and opens DIR/control.sock. Errors: EWOULDBLOCK
-  // another umdevd holds the state dir; EINVAL unknown driver in the config;
-  // the factory's, the registry's or the socket's errors.
+  // configured parents (starting their "auto" definitions from
+  // DIR/mdevctl.d), serves their instances over vfio-user at
+  // DIR/vfio-user/<uuid>.sock, opens DIR/control.sock, and mounts the sysfs
+  // tree if the config says where. Errors: EWOULDBLOCK another umdevd holds
+  // the state dir; EINVAL unknown driver in the config; the factory's, the
+  // registry's, the socket's or the mount's errors.
   Result<void> Start();
-  // Closes the control socket and unregisters every parent (removing their
-  // instances). Idempotent.
+  // Unmounts the sysfs tree, closes the control socket and unregisters every
+  // parent (removing their instances). Idempotent.
   void Stop();
 
   Registry& registry() { return *registry_; }
+  // The sysfs tree; null before Start().
+  const sysfs::Tree* sysfs_tree() const { return sysfs_tree_.get(); }
   // Null before Start().
   vfio_user::Server* vfio_user() { return vfio_user_.get(); }
 
@@ -90,14 +101,19 @@ class Daemon {
   UniqueFd lock_fd_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<vfio_user::Server> vfio_user_;
+  std::unique_ptr<control::DefinitionStore> definitions_;
+  std::unique_ptr<Autostarter> autostart_;
   std::unique_ptr<control::ControlServer> control_;
+  std::unique_ptr<sysfs::Tree> sysfs_tree_;
+  std::unique_ptr<sysfs::FuseServer> sysfs_fuse_;
 };
 
 }  // namespace umdev::daemon
 
 namespace umdev::daemon {
 
-// umdevd's main(): parses --state-dir, --config and --log-level, starts a
+// umdevd's main(): parses --state-dir, --config, --log-level and
+// --sysfs-mount, starts a
 // Daemon (after |customize| has added parent factories), waits for SIGTERM
 // or SIGINT and stops it. Returns the process exit code.
 int RunUmdevd(int argc, char** argv, const std::function<void(Daemon&)>& customize);

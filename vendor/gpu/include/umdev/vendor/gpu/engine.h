@@ -55,6 +55,10 @@ class Slice {
   virtual ~Slice() = default;
 
   virtual uint64_t size() const = 0;
+  // The file whose bytes [0, size()) are this slice's memory, for a client
+  // to mmap as BAR2, or -1 when the engine cannot share it (a Vulkan driver
+  // without VK_EXT_external_memory_host). Borrowed: valid while the slice is.
+  virtual int memory_fd() const = 0;
 
   // Host access: the daemon's path for guest<->device COPY and for BAR2.
   virtual Result<void> Write(uint64_t offset, std::span<const std::byte> data) = 0;

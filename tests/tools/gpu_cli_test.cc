@@ -1,0 +1,40 @@
+// The gpu parent in the real umdevd through umdevctl: types with memory and
+// compute share, available instances following what is used, statistics
+// attributes.
+#include "cli_fixture.h"
+
+namespace umdev::test {
+namespace {
+
+constexpr const char* kU1 = "6a8bf4d4-0c8e-4a0b-9d2c-7f1e2d3c4b5a";
+
+class GpuCliTest : public CliFixture {
+ protected:
+  std::string Binary() const override { return UMDEVD; }
+  std::string Config() const override {
+    return R"({"parents":[{"driver":"gpu","engine":"cpu","memory":"16M"}]})";
+  }
+};
+
+TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
+  const Output types = Ctl("types");
+  ASSERT_EQ(types.status, 0) << types.out;
+  EXPECT_NE(types.out.find("gpu-cpu\n  gpu-1of1\n    Available instances: 1\n"), std::string::npos)
+      << types.out;
+  EXPECT_NE(types.out.find("Description: memory=2M, compute_share=12.5%"), std::string::npos)
+      << types.out;
+  const Output started = Ctl("start -p gpu-cpu -t gpu-1of2 -u " + std::string(kU1));
+  ASSERT_EQ(started.status, 0) << started.out;
+  const Output after = Ctl("types");
+  EXPECT_NE(after.out.find("gpu-1of1\n    Available instances: 0\n"), std::string::npos)
+      << after.out;
+  EXPECT_NE(after.out.find("gpu-1of8\n    Available instances: 4\n"), std::string::npos)
+      << after.out;
+  EXPECT_EQ(Ctl("attr -u " + std::string(kU1)).out,
+            "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\n");
+  ASSERT_EQ(Ctl("stop -u " + std::string(kU1)).status, 0);
+  EXPECT_NE(Ctl("types").out.find("gpu-1of1\n    Available instances: 1\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace umdev::test

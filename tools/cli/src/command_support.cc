@@ -1,0 +1,126 @@
+// Shared pieces of umdevctl's commands.
+#include "command_support.h"
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "umdev/common/unique_fd.h"
+
+namespace umdev::cli::detail {
+
+std::string OsError(int code) { return fmt::format("{} (os error {})", std::strerror(code), code); }
+
+Failure WithOsError(std::string message, int code) { return {std::move(message), OsError(code)}; }
+
+Outcome Report(const Failure& failure) {
+  std::string err = "Error: " + failure.message;
+  if (!failure.cause.empty()) err += "\n\nCaused by:\n    " + failure.cause;
+  return Outcome{1, "", err + "\n"};
+}
+
+std::string QuotedPath(const std::string& path) {
+  std::string out = "\"";
+  for (char c : path) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+Try<Json> Ask(const Transport& call, const Json& request) {
+  auto reply = call(request);
+  if (!reply.has_value()) return std::unexpected(Failure{reply.error().Describe(), ""});
+  if (reply->value("ok", false) != true) {
+    return std::unexpected(WithOsError(reply->value("message", std::string("umdevd refused")),
+                                       reply->value("errno", EIO)));
+  }
+  return std::move(*reply);
+}
+
+Try<std::vector<ActiveDevice>> ActiveDevices(const Transport& call) {
+  auto reply = Ask(call, {{"cmd", "list"}});
+  if (!reply.has_value()) return std::unexpected(reply.error());
+  std::vector<ActiveDevice> devices;
+  for (const Json& mdev : (*reply)["mdevs"]) {
+    devices.push_back({mdev.at("uuid").get<std::string>(), mdev.at("parent").get<std::string>(),
+                       mdev.at("type").get<std::string>()});
+  }
+  return devices;
+}
+
+Try<std::vector<Defined>> Definitions(const Transport& call) {
+  auto reply = Ask(call, {{"cmd", "defined"}});
+  if (!reply.has_value()) return std::unexpected(reply.error());
+  std::vector<Defined> found;
+  for (const Json& entry : (*reply)["definitions"]) {
+    auto definition = control::ParseDefinition(entry);
+    if (!definition.has_value()) continue;  // The daemon skips these already.
+    found.push_back({entry.at("parent").get<std::string>(), entry.at("uuid").get<std::string>(),
+                     std::move(*definition)});
+  }
+  return found;
+}
+
+std::vector<Defined> Matching(const std::vector<Defined>& all, const std::string& uuid,
+                              const std::optional<std::string>& parent) {
+  std::vector<Defined> found;
+  for (const Defined& d : all) {
+    if (d.uuid == uuid && (!parent.has_value() || *parent == d.parent)) found.push_back(d);
+  }
+  return found;
+}
+
+Try<void> CheckReadable(const std::string& path, const std::string& error) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::unexpected(WithOsError(error, errno));
+  return {};
+}
+
+Try<Json> ReadJsonFile(const std::string& path, const std::string& read_error) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::unexpected(WithOsError(read_error, errno));
+  std::string text;
+  char chunk[4096];
+  for (ssize_t n; (n = ::read(fd.get(), chunk, sizeof(chunk))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::unexpected(WithOsError(read_error, errno));
+    text.append(chunk, static_cast<size_t>(n));
+  }
+  auto json = control::ParseJsonText(text);
+  if (!json.has_value()) return std::unexpected(Failure{json.error().context, ""});
+  return std::move(*json);
+}
+
+Try<control::Definition> DefinitionFrom(const Json& json) {
+  auto definition = control::ParseDefinition(json);
+  if (!definition.has_value()) return std::unexpected(Failure{definition.error().context, ""});
+  return std::move(*definition);
+}
+
+Try<control::Definition> LoadJsonFile(const std::string& path, const std::string& read_error) {
+  auto json = ReadJsonFile(path, read_error);
+  if (!json.has_value()) return std::unexpected(json.error());
+  return DefinitionFrom(*json);
+}
+
+Try<void> WriteDefinition(const Transport& call, const std::string& parent,
+                          const std::string& uuid, const control::Definition& definition,
+                          bool replace) {
+  auto reply = Ask(call, {{"cmd", "define"},
+                          {"parent", parent},
+                          {"uuid", uuid},
+                          {"config", control::DefinitionToJson(definition)},
+                          {"replace", replace}});
+  if (!reply.has_value()) {
+    return std::unexpected(Failure{fmt::format("Failed to write config for device {}", uuid),
+                                   reply.error().cause.empty() ? reply.error().message
+                                                               : reply.error().cause});
+  }
+  return {};
+}
+
+}  // namespace umdev::cli::detail

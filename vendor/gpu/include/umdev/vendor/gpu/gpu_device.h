@@ -1,0 +1,163 @@
+// GpuDevice: one slice of an accelerator as a PCI function (docs/gpu.md, "The
+// guest-visible device"): BAR0 registers with the MSI-X table, BAR2 the
+// slice's memory (mmappable), and a command ring in guest memory.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "umdev/common/mutex.h"
+#include "umdev/irq/device_irqs.h"
+#include "umdev/irq/virqfd.h"
+#include "umdev/mdev_core/dma_access.h"
+#include "umdev/mdev_core/device_ops.h"
+#include "umdev/mdev_core/pci_config_space.h"
+#include "umdev/vendor/gpu/command_queue.h"
+#include "umdev/vendor/gpu/queue_runner.h"
+#include "umdev/vendor/gpu/engine.h"
+#include "umdev/vendor/gpu/gpu_regs.h"
+
+namespace umdev::vendor::gpu {
+
+struct GpuDeviceOptions {
+  uint16_t vendor_id = regs::kDefaultVendorId;
+  uint16_t device_id = regs::kDefaultDeviceId;
+  uint32_t compute_share_permille = 1000;
+  bool builtin_kernels_only = false;  // The CPU engine: CAPS says so.
+};
+
+// Per-instance statistics (BAR0 STAT_* and the device attributes).
+struct GpuDeviceStats {
+  std::chrono::nanoseconds busy{0};
+  uint64_t commands = 0;
+  uint64_t bytes = 0;
+  uint64_t errors = 0;
+};
+
+// Thread-safe: the transport calls DeviceOps (and the dma_unmap listener),
+// the runner's thread calls RunOne(). Lock order: exec_mu_ (the slice and
+// pins; held while a command touches them) before mu_ (registers). Guest
+// memory is never copied with either lock held except through pinned pages.
+class GpuDevice final : public DeviceOps, public CommandQueue, private DmaUnmapListener {
+ public:
+  // Attaches to |runner| (which must outlive the device) with the options'
+  // share. |resample_loop| may be null (INTx resample eventfds: ENOTTY).
+  GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, DmaAccess& dma,
+            QueueRunner& runner, irq::VirqfdLoop* resample_loop,
+            std::function<void()> on_destroy = {});
+  ~GpuDevice() override;
+  GpuDevice(const GpuDevice&) = delete;
+  GpuDevice& operator=(const GpuDevice&) = delete;
+
+  // DeviceOps.
+  void Close() override;
+  DeviceInfo GetInfo() override;
+  Result<RegionInfo> GetRegionInfo(uint32_t index) override;
+  Result<size_t> RegionRead(uint32_t index, uint64_t offset, std::span<std::byte> out) override;
+  Result<size_t> RegionWrite(uint32_t index, uint64_t offset,
+                             std::span<const std::byte> data) override;
+  Result<IrqInfo> GetIrqInfo(uint32_t index) override;
+  Result<void> SetIrqs(IrqSet& set) override;
+  Result<void> Reset() override;
+  void Request(unsigned count) override;
+  bool pins_pages() const override { return true; }
+  DmaUnmapListener* dma_unmap_listener() override { return this; }
+  // busy_ns, commands, bytes, errors (read-only).
+  std::vector<DeviceAttribute> Attributes() override;
+  Result<std::string> ReadAttribute(std::string_view name) override;
+
+  // CommandQueue: one ring entry.
+  std::optional<CommandCost> RunOne() override;
+
+  GpuDeviceStats stats() const UMDEV_EXCLUDES(mu_);
+  // dma_unmap notifications received so far (tests synchronise on it).
+  uint64_t unmap_notices() const { return unmap_notices_.load(); }
+  uint64_t bar2_size() const { return bar2_size_; }
+  const irq::DeviceIrqs& irqs() const { return irqs_; }
+  // For tests: waits until the ring is idle (HEAD == TAIL, stopped on an
+  // error, or disabled) and no entry runs; false after |timeout|.
+  bool WaitIdle(std::chrono::milliseconds timeout = std::chrono::seconds(30))
+      UMDEV_EXCLUDES(mu_);
+
+ private:
+  // Registers (gpu_device.cc).
+  Result<size_t> Bar0Access(uint64_t offset, std::span<std::byte> read,
+                            std::span<const std::byte> write) UMDEV_EXCLUDES(mu_);
+  uint32_t ReadRegister(uint32_t offset) const UMDEV_REQUIRES(mu_);
+  // Returns whether the queue should be kicked.
+  bool WriteRegister(uint32_t offset, uint32_t value, bool& reset) UMDEV_REQUIRES(mu_);
+  Result<size_t> Bar2Access(uint64_t offset, std::span<std::byte> read,
+                            std::span<const std::byte> write) UMDEV_EXCLUDES(mu_);
+  void RaiseCause(uint32_t cause) UMDEV_REQUIRES(mu_);
+  void UpdateIntxLine() UMDEV_REQUIRES(mu_);
+  void SetError(int code, uint32_t index, bool skippable) UMDEV_REQUIRES(mu_);
+  void ResetRegisters() UMDEV_REQUIRES(mu_);
+  // Stops the queue, discards the entry in flight and zeroes the slice.
+  void ResetFunction(bool config_too) UMDEV_EXCLUDES(exec_mu_, mu_);
+
+  // Commands (gpu_commands.cc). Each returns the bytes moved.
+  Result<uint64_t> Execute(const std::byte* entry, uint64_t generation) UMDEV_EXCLUDES(mu_);
+  Result<uint64_t> ExecuteCopy(const std::byte* entry, uint64_t generation) UMDEV_EXCLUDES(mu_);
+  Result<uint64_t> ExecuteDispatch(const std::byte* entry, uint64_t generation)
+      UMDEV_EXCLUDES(mu_);
+  Result<void> CopyGuest(uint64_t iova, uint64_t offset, uint64_t size, bool to_slice,
+                         uint64_t generation) UMDEV_EXCLUDES(mu_);
+  // EFAULT when [iova, iova + size) was unmapped since the entry started.
+  Result<void> CheckNotUnmapped(uint64_t iova, uint64_t size) UMDEV_EXCLUDES(unmap_mu_);
+  // Fails with ECANCELED when a reset came after |generation| (held exec_mu_).
+  Result<void> CheckGeneration(uint64_t generation) UMDEV_EXCLUDES(mu_);
+
+  // DmaUnmapListener: drops the pin of a chunk being copied, if any.
+  void OnDmaUnmap(uint64_t iova, uint64_t size) override;
+  void OnPinsRevoked(uint64_t iova, uint64_t size) override;
+
+  const GpuDeviceOptions options_;
+  // Runs last in the destructor; what it captures (the parent's runner and
+  // interrupt loop) outlives every member below.
+  std::function<void()> on_destroy_;
+  std::unique_ptr<Slice> slice_;  // Freed before on_destroy_ runs.
+  const uint64_t bar2_size_;
+  DmaAccess& dma_;
+  irq::DeviceIrqs irqs_;
+
+  Mutex exec_mu_;
+  // The pinned guest chunk a COPY is working on; empty between chunks.
+  PinnedPages pinned_ UMDEV_GUARDED_BY(exec_mu_);
+  // IOVA ranges unmapped since the current entry started: its later chunks
+  // must not pin them again in the window before the backend removes them.
+  Mutex unmap_mu_;  // A leaf: taken with nothing else, or inside exec_mu_.
+  std::vector<std::pair<uint64_t, uint64_t>> unmapped_ UMDEV_GUARDED_BY(unmap_mu_);
+  std::atomic<uint64_t> unmap_notices_{0};
+
+  mutable Mutex mu_;
+  CondVar cv_;  // An entry finished or the queue changed.
+  PciConfigSpace config_ UMDEV_GUARDED_BY(mu_);
+  std::vector<std::byte> msix_table_ UMDEV_GUARDED_BY(mu_);
+  uint64_t queue_base_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t queue_size_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t queue_ctrl_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t head_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t tail_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint64_t fence_done_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t int_status_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t int_mask_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t error_code_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint32_t error_index_ UMDEV_GUARDED_BY(mu_) = 0;
+  bool error_skippable_ UMDEV_GUARDED_BY(mu_) = false;
+  bool running_ UMDEV_GUARDED_BY(mu_) = false;
+  // Bumped by every reset: an entry of an older generation leaves no trace.
+  uint64_t generation_ UMDEV_GUARDED_BY(mu_) = 0;
+  GpuDeviceStats stats_ UMDEV_GUARDED_BY(mu_);
+
+  // Last: detached (waiting for a RunOne in progress) before the rest goes.
+  std::unique_ptr<QueueAttachment> attachment_;
+};
+
+}  // namespace umdev::vendor::gpu

@@ -1,0 +1,94 @@
+// GpuParent: the "gpu" parent driver — one accelerator (a Vulkan device, or
+// the host CPU) carved into MIG-style fixed fractions.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "umdev/common/error.h"
+#include "umdev/common/mutex.h"
+#include "umdev/irq/virqfd.h"
+#include "umdev/mdev_core/parent_driver.h"
+#include "umdev/vendor/gpu/direct_runner.h"
+#include "umdev/vendor/gpu/engine.h"
+#include "umdev/vendor/gpu/gpu_device.h"
+
+namespace umdev::vendor::gpu {
+
+enum class Placement {
+  kHeterogeneous,  // Any mix of types while memory and share last.
+  kHomogeneous,    // The first instance fixes the type; other types report 0.
+};
+
+struct GpuParentOptions {
+  std::string parent_name = "gpu0";
+  EngineKind engine = EngineKind::kVulkan;
+  uint32_t device_index = 0;  // Accelerator::index (Vulkan).
+  // Split into eighths; a multiple of 8 pages.
+  uint64_t memory = uint64_t{256} << 20;
+  Placement placement = Placement::kHeterogeneous;
+  uint16_t vendor_id = regs::kDefaultVendorId;
+  uint16_t device_id = regs::kDefaultDeviceId;
+};
+
+// Types "1of1", "1of2", "1of4", "1of8" (directories gpu-1of1 ...): 1/N of the
+// parent's memory and of its compute share, the description saying both
+// ("memory=128M\ncompute_share=12.5%"). Each instance is a GpuDevice whose
+// commands run on the parent's QueueRunner (a DirectRunner by default).
+// Thread-safe.
+class GpuParent final : public ParentDriver {
+ public:
+  // Creates the engine (Vulkan: ENODEV no such device; CPU). Errors: EINVAL
+  // memory 0 or not a multiple of 8 pages; the engine's.
+  static Result<std::shared_ptr<GpuParent>> Create(GpuParentOptions options);
+  // The same over an engine the caller made, and with |runner| (null: a new
+  // DirectRunner) running every instance's queue: where a scheduler plugs in.
+  static Result<std::shared_ptr<GpuParent>> Create(GpuParentOptions options,
+                                                   std::shared_ptr<Engine> engine,
+                                                   std::shared_ptr<QueueRunner> runner = nullptr);
+
+  std::string parent_name() const override { return options_.parent_name; }
+  std::string driver_name() const override { return "gpu"; }
+  std::vector<MdevTypeSpec> types() const override;
+  // min(free eighths / type eighths), 0 for other types under homogeneous
+  // placement once an instance exists.
+  unsigned AvailableInstances(const MdevTypeSpec& type) override;
+  // Errors: EINVAL unknown type; ENOSPC not enough memory or share left (or
+  // another type under homogeneous placement); the engine's slice errors.
+  Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override;
+
+  const std::shared_ptr<Engine>& engine() const { return engine_; }
+  unsigned free_eighths() const;
+
+ private:
+  struct Budget {
+    Mutex mu;
+    unsigned free_eighths UMDEV_GUARDED_BY(mu) = 8;
+    unsigned instances UMDEV_GUARDED_BY(mu) = 0;
+    unsigned instance_eighths UMDEV_GUARDED_BY(mu) = 0;  // Homogeneous: the type in use.
+  };
+
+  GpuParent(GpuParentOptions options, std::shared_ptr<Engine> engine,
+            std::shared_ptr<irq::VirqfdLoop> loop, std::shared_ptr<QueueRunner> runner);
+  static unsigned EighthsOf(const MdevTypeSpec& type);
+
+  const GpuParentOptions options_;
+  const std::shared_ptr<Engine> engine_;
+  const std::shared_ptr<irq::VirqfdLoop> loop_;
+  // Shared with the devices, which may outlive the parent.
+  const std::shared_ptr<QueueRunner> runner_;
+  const std::shared_ptr<Budget> budget_;
+};
+
+// The daemon's config entry {"driver": "gpu", ...}: "name" (default: the
+// accelerator's PCI address, else gpu<index>; "gpu-cpu"), "engine"
+// ("vulkan" or "cpu"), "device" (loader index, PCI address or a name
+// substring; Vulkan only), "memory" (bytes, or "512M"/"1G"), "placement"
+// ("heterogeneous"/"homogeneous"), "pci_id" ("VVVV:DDDD"). Errors: EINVAL a
+// bad or unknown key; ENODEV no matching accelerator; Create()'s.
+Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::json& entry);
+
+}  // namespace umdev::vendor::gpu
