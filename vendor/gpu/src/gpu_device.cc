@@ -72,7 +72,11 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
     (void)config_.AddPciExpress();
     ResetRegisters();
   }
-  attachment_ = runner.Attach(this, options_.compute_share_permille);
+  if (auto attached = runner.Attach(this, options_.compute_share_permille); attached) {
+    attachment_ = std::move(*attached);
+  } else {
+    attach_error_ = attached.error();
+  }
 }
 
 GpuDevice::~GpuDevice() {
@@ -235,7 +239,7 @@ Result<size_t> GpuDevice::Bar0Access(uint64_t offset, std::span<std::byte> read,
     }
   }
   if (reset) ResetFunction(false);
-  if (kick) attachment_->Kick();
+  if (kick && attachment_) attachment_->Kick();
   return size;
 }
 
@@ -405,7 +409,9 @@ GpuDeviceStats GpuDevice::stats() const {
 }
 
 std::vector<DeviceAttribute> GpuDevice::Attributes() {
-  return {{.name = "busy_ns"}, {.name = "commands"}, {.name = "bytes"}, {.name = "errors"}};
+  return {{.name = "busy_ns"},   {.name = "commands"}, {.name = "bytes"},
+          {.name = "errors"},    {.name = "preempted"}, {.name = "yielded"},
+          {.name = "throttled"}};
 }
 
 Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
@@ -414,6 +420,10 @@ Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
   if (name == "commands") return std::to_string(s.commands);
   if (name == "bytes") return std::to_string(s.bytes);
   if (name == "errors") return std::to_string(s.errors);
+  const QueueStats q = attachment_ ? attachment_->Stats() : QueueStats{};
+  if (name == "preempted") return std::to_string(q.preempted);
+  if (name == "yielded") return std::to_string(q.yielded);
+  if (name == "throttled") return std::to_string(q.throttled);
   return Fail(ENOENT, "gpu: no attribute " + std::string(name));
 }
 

@@ -11,6 +11,7 @@
 #include "umdev/common/error.h"
 #include "umdev/common/mutex.h"
 #include "umdev/vendor/gpu/command_queue.h"
+#include "umdev/vendor/gpu/queue_runner.h"
 
 namespace umdev::vendor::gpu {
 
@@ -53,18 +54,6 @@ struct SchedulerOptions {
   std::chrono::microseconds time_slice{2000};
   // Null: SteadySchedulerClock().
   std::shared_ptr<SchedulerClock> clock;
-};
-
-// Per-queue counters since Attach. Failed commands are charged their busy
-// time and bytes and counted in |errors|, not in |commands|.
-struct QueueStats {
-  std::chrono::nanoseconds busy{0};  // device time charged (CommandCost::busy)
-  uint64_t commands = 0;             // commands completed
-  uint64_t bytes = 0;                // CommandCost::bytes, summed
-  uint64_t errors = 0;               // commands that failed
-  uint64_t preempted = 0;            // turns ended by the slice or share with work left
-  uint64_t yielded = 0;              // turns ended because the queue ran out of work
-  uint64_t throttled = 0;            // times it had work but had to wait for its share
 };
 
 class Scheduler;
