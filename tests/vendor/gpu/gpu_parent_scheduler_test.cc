@@ -200,5 +200,80 @@ TEST(GpuParentSchedulerTest, BadSchedulerConfigIsEinvalNamingTheKey) {
   }
 }
 
+// Bounded polling: the scheduler counts a yield just after the device went
+// idle, so the test waits for that condition, not for a time.
+bool EventuallyNonZero(GpuDevice& device, std::string_view attribute) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (device.ReadAttribute(attribute).value_or("0") == "0") {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// Real devices on a real SchedulerRunner: both rings of FILLs complete under
+// every policy and the counters show it. Progress only, never timing.
+class ScheduledDevicesTest : public GpuDeviceFixture {};
+
+TEST_P(ScheduledDevicesTest, TwoHalfInstancesBothCompleteUnderEveryPolicy) {
+  constexpr uint32_t kEntries = 15;  // A 16-entry ring, FILLs then a FENCE.
+  for (SchedulingPolicy policy : {SchedulingPolicy::kBestEffort, SchedulingPolicy::kEqualShare,
+                                  SchedulingPolicy::kFixedShare}) {
+    SCOPED_TRACE(std::string(FormatSchedulingPolicy(policy)));
+    auto runner = SchedulerRunner::Create({.policy = policy});
+    ASSERT_TRUE(runner.has_value());
+    std::vector<std::unique_ptr<Type1Dma>> dmas;
+    std::vector<std::unique_ptr<GpuDevice>> devices;
+    for (uint64_t i = 0; i < 2; ++i) {
+      auto slice = engine_->CreateSlice(kSliceBytes);
+      ASSERT_TRUE(slice.has_value());
+      dmas.push_back(std::make_unique<Type1Dma>(backend_));
+      devices.push_back(std::make_unique<GpuDevice>(
+          GpuDeviceOptions{.compute_share_permille = 500,
+                           .builtin_kernels_only = GetParam() == EngineKind::kCpu},
+          std::move(*slice), *dmas.back(), **runner, nullptr));
+      dmas.back()->set_owner(devices.back()->dma_unmap_listener());
+      ASSERT_TRUE(devices.back()->attach_result().has_value());
+      const uint64_t ring = kRingIova + 0x1000 * (i + 1);
+      for (uint32_t e = 0; e < kEntries; ++e) {
+        const Desc d = e + 1 < kEntries
+                           ? Fill(0, kSliceBytes, 0x01010101u * static_cast<uint32_t>(e))
+                           : Fence(kDataIova + 8 * i, 100 + i, false);
+        std::memcpy(Guest(ring + uint64_t{e} * kEntrySize), d.bytes, kEntrySize);
+      }
+      auto set = [&](uint32_t offset, uint32_t value) {
+        ASSERT_TRUE(devices.back()
+                        ->RegionWrite(VFIO_PCI_BAR0_REGION_INDEX, offset,
+                                      std::as_bytes(std::span(&value, 1)))
+                        .has_value());
+      };
+      set(kRegQueueBase, static_cast<uint32_t>(ring));
+      set(kRegQueueSize, 16);
+      set(kRegQueueCtrl, kQueueEnable);
+      set(kRegQueueTail, kEntries);
+    }
+    for (auto& device : devices) {
+      uint32_t one = 1;
+      ASSERT_TRUE(device->RegionWrite(VFIO_PCI_BAR0_REGION_INDEX, kRegDoorbell,
+                                      std::as_bytes(std::span(&one, 1))).has_value());
+    }
+    for (uint64_t i = 0; i < 2; ++i) {
+      ASSERT_TRUE(devices[i]->WaitIdle());
+      EXPECT_EQ(devices[i]->stats().commands, kEntries);
+      EXPECT_EQ(devices[i]->ReadAttribute("commands").value_or(""), std::to_string(kEntries));
+      EXPECT_EQ(GetGuest<uint64_t>(kDataIova + 8 * i, 1).front(), 100 + i);
+      // The ring runs dry: the turn ends by yielding, counted once the
+      // scheduler's RunOne() after the last entry has answered "idle".
+      EXPECT_TRUE(EventuallyNonZero(*devices[i], "yielded"));
+    }
+    EXPECT_EQ((*runner)->scheduler().attached_count(), 2u);
+    devices.clear();
+    EXPECT_EQ((*runner)->scheduler().attached_count(), 0u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ScheduledDevicesTest,
+                         ::testing::Values(EngineKind::kVulkan, EngineKind::kCpu), EngineName);
+
 }  // namespace
 }  // namespace umdev::vendor::gpu::testing
