@@ -1,6 +1,6 @@
 // The gpu parent in the real umdevd through umdevctl: types with memory and
 // compute share, available instances following what is used, statistics
-// attributes.
+// and scheduler attributes, under a configured scheduler.
 #include "cli_fixture.h"
 
 namespace umdev::test {
@@ -12,7 +12,8 @@ class GpuCliTest : public CliFixture {
  protected:
   std::string Binary() const override { return UMDEVD; }
   std::string Config() const override {
-    return R"({"parents":[{"driver":"gpu","engine":"cpu","memory":"16M"}]})";
+    return R"({"parents":[{"driver":"gpu","engine":"cpu","memory":"16M",
+                            "scheduler":{"policy":"equal_share","time_slice_us":1000}}]})";
   }
 };
 
@@ -31,7 +32,8 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
   EXPECT_NE(after.out.find("gpu-1of8\n    Available instances: 4\n"), std::string::npos)
       << after.out;
   EXPECT_EQ(Ctl("attr -u " + std::string(kU1)).out,
-            "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\n");
+            "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\npreempted=0\nyielded=0\n"
+            "throttled=0\n");
   ASSERT_EQ(Ctl("stop -u " + std::string(kU1)).status, 0);
   EXPECT_NE(Ctl("types").out.find("gpu-1of1\n    Available instances: 1\n"), std::string::npos);
 }

@@ -79,8 +79,8 @@ class FakeQueue final : public CommandQueue {
 TEST(DirectRunnerTest, AKickedQueueIsDrainedOnTheWorkerThread) {
   DirectRunner runner;
   FakeQueue a, b;
-  auto ha = runner.Attach(&a, 500);
-  auto hb = runner.Attach(&b, 500);
+  auto ha = *runner.Attach(&a, 500);
+  auto hb = *runner.Attach(&b, 500);
   a.Add(5);
   b.Add(3);
   ha->Kick();
@@ -97,7 +97,7 @@ TEST(DirectRunnerTest, AKickedQueueIsDrainedOnTheWorkerThread) {
 TEST(DirectRunnerTest, AKickWhileTheQueueDrainsIsNotLost) {
   DirectRunner runner;
   FakeQueue q;
-  auto h = runner.Attach(&q, 1000);
+  auto h = *runner.Attach(&q, 1000);
   q.SetGate(false);
   h->Kick();
   q.WaitForWaiter();  // RunOne() has decided "idle" and waits to return it.
@@ -110,7 +110,7 @@ TEST(DirectRunnerTest, AKickWhileTheQueueDrainsIsNotLost) {
 TEST(DirectRunnerTest, DetachWaitsForTheRunOneInProgress) {
   DirectRunner runner;
   FakeQueue q;
-  auto h = runner.Attach(&q, 1000);
+  auto h = *runner.Attach(&q, 1000);
   q.Add(1);
   q.SetGate(false);
   h->Kick();

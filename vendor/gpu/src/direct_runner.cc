@@ -27,11 +27,11 @@ DirectRunner::~DirectRunner() {
   worker_.join();
 }
 
-std::unique_ptr<QueueAttachment> DirectRunner::Attach(CommandQueue* queue,
-                                                      uint32_t share_permille) {
+Result<std::unique_ptr<QueueAttachment>> DirectRunner::Attach(CommandQueue* queue,
+                                                              uint32_t share_permille) {
   MutexLock lock(mu_);
   entries_.push_back(Entry{.queue = queue, .share_permille = share_permille});
-  return std::make_unique<Handle>(*this, &entries_.back());
+  return std::unique_ptr<QueueAttachment>(std::make_unique<Handle>(*this, &entries_.back()));
 }
 
 void DirectRunner::Kick(Entry* entry) {

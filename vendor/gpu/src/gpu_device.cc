@@ -78,7 +78,11 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
     MutexLock exec(exec_mu_);
     dirty_pages_.assign((slice_->size() + kPageSize - 1) / kPageSize, false);
   }
-  attachment_ = runner.Attach(this, options_.compute_share_permille);
+  if (auto attached = runner.Attach(this, options_.compute_share_permille); attached) {
+    attachment_ = std::move(*attached);
+  } else {
+    attach_error_ = attached.error();
+  }
 }
 
 GpuDevice::~GpuDevice() {
@@ -242,7 +246,7 @@ Result<size_t> GpuDevice::Bar0Access(uint64_t offset, std::span<std::byte> read,
     }
   }
   if (reset) ResetFunction(false);
-  if (kick) attachment_->Kick();
+  if (kick && attachment_) attachment_->Kick();
   return size;
 }
 
@@ -414,7 +418,9 @@ GpuDeviceStats GpuDevice::stats() const {
 }
 
 std::vector<DeviceAttribute> GpuDevice::Attributes() {
-  return {{.name = "busy_ns"}, {.name = "commands"}, {.name = "bytes"}, {.name = "errors"}};
+  return {{.name = "busy_ns"},   {.name = "commands"}, {.name = "bytes"},
+          {.name = "errors"},    {.name = "preempted"}, {.name = "yielded"},
+          {.name = "throttled"}};
 }
 
 Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
@@ -423,6 +429,10 @@ Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
   if (name == "commands") return std::to_string(s.commands);
   if (name == "bytes") return std::to_string(s.bytes);
   if (name == "errors") return std::to_string(s.errors);
+  const QueueStats q = attachment_ ? attachment_->Stats() : QueueStats{};
+  if (name == "preempted") return std::to_string(q.preempted);
+  if (name == "yielded") return std::to_string(q.yielded);
+  if (name == "throttled") return std::to_string(q.throttled);
   return Fail(ENOENT, "gpu: no attribute " + std::string(name));
 }
 

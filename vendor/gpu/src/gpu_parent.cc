@@ -2,6 +2,7 @@
 #include "umdev/vendor/gpu/gpu_parent.h"
 
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 
 #include "umdev/mdev_core/dma.h"
 #include "umdev/vendor/gpu/accelerator.h"
+#include "umdev/vendor/gpu/scheduler_runner.h"
 
 namespace umdev::vendor::gpu {
 namespace {
@@ -83,7 +85,9 @@ Result<std::shared_ptr<GpuParent>> GpuParent::Create(GpuParentOptions options,
   UMDEV_ASSIGN_OR_RETURN(irq::VirqfdLoop loop, irq::VirqfdLoop::Create());
   auto shared_loop = std::make_shared<irq::VirqfdLoop>(std::move(loop));
   UMDEV_TRY(shared_loop->Start());
-  if (runner == nullptr) runner = std::make_shared<DirectRunner>();
+  if (runner == nullptr) {
+    UMDEV_ASSIGN_OR_RETURN(runner, SchedulerRunner::Create(options.scheduler));
+  }
   return std::shared_ptr<GpuParent>(new GpuParent(std::move(options), std::move(engine),
                                                   std::move(shared_loop), std::move(runner)));
 }
@@ -164,9 +168,40 @@ Result<std::unique_ptr<DeviceOps>> GpuParent::Probe(const ProbeContext& context)
                           .builtin_kernels_only = engine_->kind() == EngineKind::kCpu};
   // The device keeps the runner and the loop alive: it may outlive the parent.
   auto on_destroy = [release, runner = runner_, loop = loop_] { release(); };
-  return std::unique_ptr<DeviceOps>(new GpuDevice(device, std::move(*slice), context.dma,
-                                                  *runner_, loop_.get(), std::move(on_destroy)));
+  auto instance = std::make_unique<GpuDevice>(device, std::move(*slice), context.dma, *runner_,
+                                              loop_.get(), std::move(on_destroy));
+  // Destroying the refused device gives its memory and eighths back.
+  UMDEV_TRY(instance->attach_result());
+  return std::unique_ptr<DeviceOps>(std::move(instance));
 }
+
+namespace {
+
+Result<SchedulerOptions> ParseSchedulerConfig(const nlohmann::json& value) {
+  if (!value.is_object()) {
+    return Fail(EINVAL, "config: gpu parent: \"scheduler\" is an object {\"policy\", "
+                        "\"time_slice_us\"}");
+  }
+  SchedulerOptions options;
+  for (const auto& [key, item] : value.items()) {
+    if (key == "policy" && item.is_string()) {
+      auto policy = ParseSchedulingPolicy(item.get<std::string>());
+      if (!policy) return Fail(EINVAL, "config: gpu parent: scheduler: " + policy.error().context);
+      options.policy = *policy;
+    } else if (key == "time_slice_us" && item.is_number_unsigned() &&
+               item.get<uint64_t>() > 0 && item.get<uint64_t>() <= 1'000'000) {
+      options.time_slice = std::chrono::microseconds(item.get<uint64_t>());
+    } else {
+      return Fail(EINVAL, fmt::format("config: gpu parent: scheduler: bad or unknown key \"{}\" "
+                                      "(policy: best_effort, equal_share or fixed_share; "
+                                      "time_slice_us: 1..1000000)",
+                                      key));
+    }
+  }
+  return options;
+}
+
+}  // namespace
 
 Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::json& entry) {
   GpuParentOptions options;
@@ -188,6 +223,8 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
                (value == "heterogeneous" || value == "homogeneous")) {
       options.placement =
           value == "homogeneous" ? Placement::kHomogeneous : Placement::kHeterogeneous;
+    } else if (key == "scheduler") {
+      UMDEV_ASSIGN_OR_RETURN(options.scheduler, ParseSchedulerConfig(value));
     } else if (key == "pci_id" && value.is_string()) {
       unsigned vendor = 0, dev = 0;
       const std::string text = value.get<std::string>();

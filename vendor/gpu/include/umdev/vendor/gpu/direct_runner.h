@@ -1,6 +1,6 @@
 // DirectRunner: runs attached CommandQueues on one worker thread, each queue
-// drained until idle when kicked. No shares are enforced; a scheduler with
-// the same Attach()/Kick() shape replaces it.
+// drained until idle when kicked. No shares are enforced and no statistics
+// kept; parents use SchedulerRunner, tests may use this one.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +24,9 @@ class DirectRunner final : public QueueRunner {
 
   // |queue| must outlive the returned handle, whose destruction detaches it
   // and waits for a RunOne() of it in progress. |share_permille| is
-  // recorded for the scheduler to come; DirectRunner ignores it.
-  std::unique_ptr<QueueAttachment> Attach(CommandQueue* queue, uint32_t share_permille) override;
+  // recorded but not enforced. Never fails.
+  Result<std::unique_ptr<QueueAttachment>> Attach(CommandQueue* queue,
+                                                  uint32_t share_permille) override;
 
  private:
   struct Entry {

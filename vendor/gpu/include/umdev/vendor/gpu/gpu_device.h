@@ -58,7 +58,8 @@ class GpuDevice final : public DeviceOps,
                         private MigrationOps {
  public:
   // Attaches to |runner| (which must outlive the device) with the options'
-  // share. |resample_loop| may be null (INTx resample eventfds: ENOTTY).
+  // share (a refusal: see attach_result()). |resample_loop| may be null
+  // (INTx resample eventfds: ENOTTY).
   GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, DmaAccess& dma,
             QueueRunner& runner, irq::VirqfdLoop* resample_loop,
             std::function<void()> on_destroy = {});
@@ -80,7 +81,8 @@ class GpuDevice final : public DeviceOps,
   bool pins_pages() const override { return true; }
   DmaUnmapListener* dma_unmap_listener() override { return this; }
   MigrationOps* migration() override { return this; }
-  // busy_ns, commands, bytes, errors (read-only).
+  // busy_ns, commands, bytes, errors (the device's counts, as in BAR0), and
+  // the runner's preempted, yielded, throttled (read-only).
   std::vector<DeviceAttribute> Attributes() override;
   Result<std::string> ReadAttribute(std::string_view name) override;
 
@@ -88,6 +90,12 @@ class GpuDevice final : public DeviceOps,
   std::optional<CommandCost> RunOne() override;
 
   GpuDeviceStats stats() const UMDEV_EXCLUDES(mu_);
+  // Why the runner refused the queue, if it did: such a device never runs a
+  // command, and its creator destroys it and reports the error.
+  Result<void> attach_result() const {
+    if (attach_error_) return std::unexpected(*attach_error_);
+    return {};
+  }
   // dma_unmap notifications received so far (tests synchronise on it).
   uint64_t unmap_notices() const { return unmap_notices_.load(); }
   // Errors: EINVAL not in PRE_COPY or PRE_COPY_P2P (as the kernel's ioctl).
@@ -228,6 +236,7 @@ class GpuDevice final : public DeviceOps,
 
   // Last: detached (waiting for a RunOne in progress) before the rest goes.
   std::unique_ptr<QueueAttachment> attachment_;
+  std::optional<Error> attach_error_;
 };
 
 }  // namespace umdev::vendor::gpu

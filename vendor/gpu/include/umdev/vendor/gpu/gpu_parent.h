@@ -15,6 +15,7 @@
 #include "umdev/vendor/gpu/direct_runner.h"
 #include "umdev/vendor/gpu/engine.h"
 #include "umdev/vendor/gpu/gpu_device.h"
+#include "umdev/vendor/gpu/scheduler.h"
 
 namespace umdev::vendor::gpu {
 
@@ -32,20 +33,24 @@ struct GpuParentOptions {
   Placement placement = Placement::kHeterogeneous;
   uint16_t vendor_id = regs::kDefaultVendorId;
   uint16_t device_id = regs::kDefaultDeviceId;
+  // The parent's scheduler (best effort by default, as NVIDIA vGPU). Each
+  // instance attaches with its type's compute share.
+  SchedulerOptions scheduler;
 };
 
 // Types "1of1", "1of2", "1of4", "1of8" (directories gpu-1of1 ...): 1/N of the
 // parent's memory and of its compute share, the description saying both
 // ("memory=128M\ncompute_share=12.5%"). Each instance is a GpuDevice whose
-// commands run on the parent's QueueRunner (a DirectRunner by default).
+// commands run on the parent's QueueRunner (a SchedulerRunner by default).
 // Thread-safe.
 class GpuParent final : public ParentDriver {
  public:
   // Creates the engine (Vulkan: ENODEV no such device; CPU). Errors: EINVAL
   // memory 0 or not a multiple of 8 pages; the engine's.
   static Result<std::shared_ptr<GpuParent>> Create(GpuParentOptions options);
-  // The same over an engine the caller made, and with |runner| (null: a new
-  // DirectRunner) running every instance's queue: where a scheduler plugs in.
+  // The same over an engine the caller made, and with |runner| (null: a
+  // SchedulerRunner with the options' scheduler) running every instance's
+  // queue. Errors also: EINVAL a bad scheduler time slice.
   static Result<std::shared_ptr<GpuParent>> Create(GpuParentOptions options,
                                                    std::shared_ptr<Engine> engine,
                                                    std::shared_ptr<QueueRunner> runner = nullptr);
@@ -57,10 +62,12 @@ class GpuParent final : public ParentDriver {
   // placement once an instance exists.
   unsigned AvailableInstances(const MdevTypeSpec& type) override;
   // Errors: EINVAL unknown type; ENOSPC not enough memory or share left (or
-  // another type under homogeneous placement); the engine's slice errors.
+  // another type under homogeneous placement); the engine's slice errors;
+  // the runner's Attach() errors.
   Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override;
 
   const std::shared_ptr<Engine>& engine() const { return engine_; }
+  const std::shared_ptr<QueueRunner>& runner() const { return runner_; }
   unsigned free_eighths() const;
 
  private:
@@ -87,8 +94,10 @@ class GpuParent final : public ParentDriver {
 // accelerator's PCI address, else gpu<index>; "gpu-cpu"), "engine"
 // ("vulkan" or "cpu"), "device" (loader index, PCI address or a name
 // substring; Vulkan only), "memory" (bytes, or "512M"/"1G"), "placement"
-// ("heterogeneous"/"homogeneous"), "pci_id" ("VVVV:DDDD"). Errors: EINVAL a
-// bad or unknown key; ENODEV no matching accelerator; Create()'s.
+// ("heterogeneous"/"homogeneous"), "pci_id" ("VVVV:DDDD"), "scheduler"
+// ({"policy": "best_effort"|"equal_share"|"fixed_share", "time_slice_us":
+// N > 0}, both optional). Errors: EINVAL a bad or unknown key; ENODEV no
+// matching accelerator; Create()'s.
 Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::json& entry);
 
 }  // namespace umdev::vendor::gpu
