@@ -123,24 +123,30 @@ class SysfsFuseTest : public ::testing::Test {
   // A process that keeps the mount busy: its cwd is inside, and it holds an
   // attribute open.
   void StartHolder() {
+    const std::filesystem::path held =
+        sys_ / "class/mdev_bus/test_parent/mdev_supported_types/test-a/name";
     holder_ = ::fork();
     ASSERT_GE(holder_, 0);
     if (holder_ == 0) {
       const std::string script = "cd " + Quote((sys_ / "devices").string()) + " && exec 3<" +
-                                 Quote((sys_ / "class/mdev_bus/test_parent/mdev_supported_types/"
-                                               "test-a/name").string()) +
-                                 " && exec sleep 600";
+                                 Quote(held.string()) + " && exec sleep 600";
       ::execl("/bin/bash", "bash", "-c", script.c_str(), nullptr);
       ::_exit(127);
     }
-    // Wait until it sits in the mount (reading /proc does not enter FUSE).
-    const std::string cwd = "/proc/" + std::to_string(holder_) + "/cwd";
+    // Wait until it sits in the mount and holds the file open (reading the
+    // links in /proc does not enter FUSE).
+    const std::string proc = "/proc/" + std::to_string(holder_);
     for (int i = 0; i < 1000; ++i) {
-      std::error_code ec;
-      if (std::filesystem::read_symlink(cwd, ec) == sys_ / "devices") return;
+      std::error_code cwd_error, fd_error;
+      // fd 3 names the file by its resolved path (class/mdev_bus is a link).
+      if (std::filesystem::read_symlink(proc + "/cwd", cwd_error) == sys_ / "devices" &&
+          std::filesystem::read_symlink(proc + "/fd/3", fd_error).string().starts_with(
+              sys_.string() + "/")) {
+        return;
+      }
       std::this_thread::sleep_for(10ms);
     }
-    FAIL() << "the holder never entered the mount";
+    FAIL() << "the holder never entered the mount and opened " << held;
   }
 
   std::filesystem::path dir_;
