@@ -55,11 +55,13 @@ test-tsan: setup
 	cd build-tsan && $(CTEST) -L concurrency
 
 # Benchmarks print their figures as ratios to a floor measured in the same run
-# (docs/*-benchmark.md). The QEMU cases of vfio_user_bench need the QEMU root.
+# (docs/*-benchmark.md; gpu_slice_bench: docs/gpu.md). The QEMU cases of
+# vfio_user_bench need the QEMU root.
 bench: build qemu-root
 	./build/bench/pinning_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 	root="$$(bash scripts/qemu-root --print-path)" && UMDEV_QEMU_ROOT="$$root" \
 	  ./build/bench/vfio_user_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+	./build/bench/gpu_slice_bench
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -101,9 +101,11 @@ void GpuDevice::MarkSliceDirty(uint64_t offset, uint64_t size) {
   const uint64_t slice_size = slice_->size();
   if (size == 0 || offset >= slice_size) return;
   const uint64_t end = offset + std::min(size, slice_size - offset);
-  for (uint64_t page = offset / kPageSize; page * kPageSize < end; ++page) {
-    dirty_pages_[page] = true;
-  }
+  // std::fill sets whole words of a vector<bool>: a DISPATCH marks the whole
+  // slice on every command, so a bit at a time would cost a pass per page.
+  std::fill(dirty_pages_.begin() + static_cast<ptrdiff_t>(offset / kPageSize),
+            dirty_pages_.begin() + static_cast<ptrdiff_t>((end + kPageSize - 1) / kPageSize),
+            true);
 }
 
 void GpuDevice::Quiesce() {
