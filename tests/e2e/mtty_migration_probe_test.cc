@@ -31,23 +31,9 @@ constexpr unsigned kLsrDr = 0x01, kLsrTemt = 0x40;
 constexpr size_t kMagicOffset = 0;
 constexpr size_t kPort0RxCountOffset = 24 + 11;
 
-struct Output {
-  int status = -1;
-  std::string out;
-};
+using Output = ShellOutput;
 
-Output Shell(const std::string& command) {
-  Output result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> chunk{};
-  for (size_t n; (n = fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) {
-    result.out.append(chunk.data(), n);
-  }
-  const int status = pclose(pipe);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+Output Shell(const std::string& command) { return RunShell(command); }
 
 class MttyMigrationProbeTest : public ::testing::Test {
  protected:

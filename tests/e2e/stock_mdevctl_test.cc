@@ -33,15 +33,7 @@ constexpr const char* kMttyConfig = R"({"parents":[{"driver":"mtty"}]})";
 constexpr const char* kA = "a1111111-1111-4111-8111-111111111111";
 constexpr const char* kB = "b2222222-2222-4222-8222-222222222222";
 
-struct Output {
-  int status = -1;
-  std::string out;  // stdout and stderr together
-  bool operator==(const Output&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const Output& output) {
-  return os << "exit " << output.status << ", output:\n" << output.out;
-}
+using Output = ShellOutput;
 
 std::vector<std::string> Words(const std::string& text) {
   std::istringstream in(text);
@@ -119,18 +111,8 @@ class StockMdevctlTest : public ::testing::Test {
   }
 
   Output Ours(const std::string& args, const char* binary = UMDEVCTL) {
-    const std::string command = std::string(binary) + " --state-dir " +
-                                daemon_->state_dir().string() + " " + args + " 2>&1";
-    FILE* pipe = ::popen(command.c_str(), "r");
-    if (pipe == nullptr) return {};
-    Output output;
-    std::array<char, 4096> chunk{};
-    for (size_t n; (n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) {
-      output.out.append(chunk.data(), n);
-    }
-    const int status = ::pclose(pipe);
-    output.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return output;
+    return RunShell(std::string(binary) + " --state-dir " + daemon_->state_dir().string() + " " +
+                    args + " 2>&1");
   }
 
   // Both tools answer |args| with the same exit status and the same bytes

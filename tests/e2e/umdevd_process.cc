@@ -86,20 +86,29 @@ std::string UmdevdProcess::Log() const {
   return text.str();
 }
 
+ShellOutput RunShell(const std::string& command) {
+  ShellOutput result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> chunk{};
+  for (size_t n; (n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) {
+    result.out.append(chunk.data(), n);
+  }
+  const int status = ::pclose(pipe);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+std::ostream& operator<<(std::ostream& os, const ShellOutput& output) {
+  return os << "exit " << output.status << ", output:\n" << output.out;
+}
+
 Result<std::string> UmdevdProcess::Ctl(const std::string& umdevctl,
                                        const std::string& args) const {
-  const std::string command =
-      umdevctl + " --state-dir " + state_dir().string() + " " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return FailErrno("popen");
-  std::string out;
-  std::array<char, 4096> chunk{};
-  for (size_t n; (n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) out.append(chunk.data(), n);
-  const int status = ::pclose(pipe);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return Fail(EIO, "umdevctl " + args + ": " + out);
-  }
-  return out;
+  ShellOutput result =
+      RunShell(umdevctl + " --state-dir " + state_dir().string() + " " + args + " 2>&1");
+  if (result.status != 0) return Fail(EIO, "umdevctl " + args + ": " + result.out);
+  return std::move(result.out);
 }
 
 }  // namespace umdev::test

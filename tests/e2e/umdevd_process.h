@@ -6,12 +6,24 @@
 
 #include <chrono>
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "umdev/common/error.h"
 
 namespace umdev::test {
+
+// A shell command's exit status (-1 when it did not exit normally or could
+// not start) and its stdout.
+struct ShellOutput {
+  int status = -1;
+  std::string out;
+  bool operator==(const ShellOutput&) const = default;
+};
+std::ostream& operator<<(std::ostream& os, const ShellOutput& output);  // for gtest
+// Runs |command| with /bin/sh (popen); redirections are the caller's.
+ShellOutput RunShell(const std::string& command);
 
 // Test thread only. The destructor stops the daemon (SIGTERM, then SIGKILL).
 class UmdevdProcess {

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+
+#include "e2e/umdevd_process.h"
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -25,22 +27,9 @@ using namespace std::chrono_literals;
 
 constexpr const char* kUuid = "83b8f4f2-509f-382f-3c1e-e6bfe0fa2002";
 
-struct Output {
-  int status = -1;
-  std::string out;
-};
+using Output = umdev::test::ShellOutput;
 
-Output Shell(const std::string& command) {
-  Output result;
-  FILE* pipe = popen(command.c_str(), "r");
-  std::array<char, 4096> chunk{};
-  for (size_t n; (n = fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) {
-    result.out.append(chunk.data(), n);
-  }
-  const int status = pclose(pipe);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+Output Shell(const std::string& command) { return umdev::test::RunShell(command); }
 
 class ProbeCliTest : public ::testing::Test {
  protected:

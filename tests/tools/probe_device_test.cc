@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "e2e/umdevd_process.h"
+
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -23,22 +25,9 @@ using namespace std::chrono_literals;
 constexpr const char* kSource = "5f0f7a44-0d3c-4b9e-9d55-7b2a4c1e0001";
 constexpr const char* kTarget = "5f0f7a44-0d3c-4b9e-9d55-7b2a4c1e0002";
 
-struct Output {
-  int status = -1;
-  std::string out;
-};
+using Output = umdev::test::ShellOutput;
 
-Output Shell(const std::string& command) {
-  Output result;
-  FILE* pipe = popen(command.c_str(), "r");
-  std::array<char, 4096> chunk{};
-  for (size_t n; (n = fread(chunk.data(), 1, chunk.size(), pipe)) > 0;) {
-    result.out.append(chunk.data(), n);
-  }
-  const int status = pclose(pipe);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+Output Shell(const std::string& command) { return umdev::test::RunShell(command); }
 
 class ProbeDeviceTest : public ::testing::Test {
  protected:
