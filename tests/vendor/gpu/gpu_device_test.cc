@@ -85,7 +85,7 @@ TEST_P(GpuDeviceTest, Bar2IsTheSliceThroughItsFd) {
 }
 
 TEST_P(GpuDeviceTest, CopyGuestToDeviceAndBackAcrossPages) {
-  // Unaligned, longer than one pinned chunk (16 pages), both directions.
+  // Unaligned, many pages, both directions.
   constexpr uint64_t kBytes = 20 * 4096 + 123;
   std::vector<uint8_t> data(kBytes);
   for (size_t i = 0; i < kBytes; ++i) data[i] = static_cast<uint8_t>(i * 7 + 1);
@@ -98,7 +98,10 @@ TEST_P(GpuDeviceTest, CopyGuestToDeviceAndBackAcrossPages) {
   EXPECT_EQ(Reg(kRegErrorCode), 0u);
   EXPECT_EQ(Reg(kRegQueueHead), 3u);
   EXPECT_EQ(GetGuest<uint8_t>(kGuestIova + 0x28000 + 3, kBytes), data);
-  EXPECT_GT(dma_.pins(), 2);  // The guest side went through pins.
+  // The guest side went through pins: one for the pages read, one for
+  // those written (other pages of the same 1 MiB block of IOVA, which the
+  // guest's mapping does not wholly cover, so each pin takes what it needs).
+  EXPECT_EQ(dma_.pins(), 2);
   EXPECT_EQ(Reg64(kRegStatCommands), 3u);
   EXPECT_EQ(Reg64(kRegStatBytes), 3 * kBytes);
   const GpuDeviceStats stats = device_->stats();

@@ -155,11 +155,14 @@ class GpuDeviceFixture : public ::testing::TestWithParam<EngineKind> {
   }
   void TearDown() override { DestroyDevice(); }
 
-  void MakeDevice(GpuDeviceOptions options = {}) {
-    auto slice = engine_->CreateSlice(kSliceBytes);
+  // |runner| null: the fixture's DirectRunner.
+  void MakeDevice(GpuDeviceOptions options = {}, uint64_t slice_bytes = kSliceBytes,
+                  QueueRunner* runner = nullptr) {
+    auto slice = engine_->CreateSlice(slice_bytes);
     ASSERT_TRUE(slice.has_value()) << slice.error().Describe();
     options.builtin_kernels_only = GetParam() == EngineKind::kCpu;
-    device_ = std::make_unique<GpuDevice>(options, std::move(*slice), dma_, runner_, nullptr);
+    device_ = std::make_unique<GpuDevice>(options, std::move(*slice), dma_,
+                                          runner != nullptr ? *runner : runner_, nullptr);
     dma_.set_owner(device_->dma_unmap_listener());
     ASSERT_TRUE(backend_.AttachListener(*device_->dma_unmap_listener()).has_value());
   }

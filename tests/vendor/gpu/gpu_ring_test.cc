@@ -231,28 +231,32 @@ TEST_P(GpuRingTest, QueueErrorsOutsideEntries) {
 }
 
 // The guest unmaps the memory a COPY is reading while the device holds a pin
-// in it: the unmap waits for that chunk, the device never pins the range
-// again, the COPY fails with EFAULT, and no pin is revoked by force.
+// in it: the unmap waits for the run being copied, the device never pins the
+// range again, the COPY fails with EFAULT, the pin cache lets go of
+// everything in the range, and no pin is revoked by force.
 TEST_P(GpuRingTest, UnmapUnderARunningCopy) {
-  // The ring and the copy's source in separate mappings, so the source can go.
+  // The ring and the copy's source in separate mappings, so the source can
+  // go; the source straddles a 1 MiB block of IOVA, so the copy takes two
+  // pins (one per block) and the unmap comes while the first is held.
   ASSERT_TRUE(backend_.Unmap(kGuestIova, kGuestBytes).has_value());
   ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = kGuestIova, .size = 0x10000,
                                          .prot = kProtRead | kProtWrite,
                                          .fd = UniqueFd(::dup(guest_fd_.get())), .offset = 0})
                   .has_value());
+  constexpr uint64_t kSourceIova = 0x1f0000;
   const uint64_t source_size = kGuestBytes - 0x10000;
-  ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = kDataIova, .size = source_size,
+  ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = kSourceIova, .size = source_size,
                                          .prot = kProtRead | kProtWrite,
                                          .fd = UniqueFd(::dup(guest_fd_.get())),
                                          .offset = 0x10000})
                   .has_value());
   std::atomic<bool> unmapped{false};
   std::thread unmapper;
-  dma_.set_pin_hook(2, [&] {
-    // The device holds the second chunk's pin: unmap from another thread,
+  dma_.set_pin_hook(1, [&] {
+    // The device holds the first block's pin: unmap from another thread,
     // and return once the device has been told (the unmap then waits).
     unmapper = std::thread([&] {
-      EXPECT_TRUE(backend_.Unmap(kDataIova, source_size).has_value());
+      EXPECT_TRUE(backend_.Unmap(kSourceIova, source_size).has_value());
       unmapped = true;
     });
     for (int i = 0; i < 10000 && device_->unmap_notices() == 0; ++i) {
@@ -262,12 +266,12 @@ TEST_P(GpuRingTest, UnmapUnderARunningCopy) {
     EXPECT_FALSE(unmapped.load());
   });
   EnableQueue();
-  Submit({Copy(kCopySrcGuest, kDataIova, 0, 48 * 4096)});
+  Submit({Copy(kCopySrcGuest, kSourceIova, 0, 48 * 4096)});
   ASSERT_TRUE(unmapper.joinable());
   unmapper.join();
   EXPECT_TRUE(unmapped.load());
   EXPECT_EQ(Reg(kRegErrorCode), static_cast<uint32_t>(EFAULT));
-  EXPECT_EQ(dma_.pins(), 2);
+  EXPECT_EQ(dma_.pins(), 1);
   EXPECT_EQ(account_->used(), 0u);
   // The device keeps working on what is still mapped.
   SetReg(kRegErrorClear, 1);
@@ -275,13 +279,13 @@ TEST_P(GpuRingTest, UnmapUnderARunningCopy) {
   EXPECT_EQ(Reg64(kRegFenceDone), 5u);
 }
 
-// A reset while a COPY is between chunks: the rest of the entry is dropped
-// or finishes first, and either way nothing of it survives the reset.
+// A reset while a COPY holds its pin: the reset waits for the run being
+// copied, then the entry leaves no trace and the pin cache nothing pinned.
 TEST_P(GpuRingTest, ResetDuringACopyLeavesNothingBehind) {
   std::vector<uint8_t> data(48 * 4096, 0xab);
   PutGuest(kDataIova, data);
   std::thread resetter;
-  dma_.set_pin_hook(2, [&] {
+  dma_.set_pin_hook(1, [&] {
     resetter = std::thread([&] { EXPECT_TRUE(device_->Reset().has_value()); });
   });
   EnableQueue();

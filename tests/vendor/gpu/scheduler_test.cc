@@ -130,6 +130,26 @@ TEST_P(EveryPolicyTest, StatsCountBusyTimeBytesAndFailedCommands) {
   EXPECT_EQ(stats.preempted, 0u);
 }
 
+// A long COPY or FILL runs in pieces: each charges its time and bytes, and
+// only the piece that completes the command counts it.
+TEST_P(EveryPolicyTest, PiecesOfACommandCountOnceButChargeEachPiece) {
+  auto clock = std::make_shared<FakeClock>();
+  auto scheduler = MakeScheduler(GetParam(), clock);
+  FakeQueue queue(0, clock.get());
+  Scheduler::Handle handle = AttachOk(*scheduler, queue, 1000);
+  CommandCost piece = Cost(microseconds(40), 1 << 20);
+  piece.partial = true;
+  queue.Push(piece, 3);
+  queue.Push(Cost(microseconds(10), 4096));
+  handle.Kick();
+  ASSERT_TRUE(WaitFor([&] { return handle.Stats().yielded >= 1 && queue.ran() == 4; }));
+  const QueueStats stats = handle.Stats();
+  EXPECT_EQ(stats.busy, microseconds(130));
+  EXPECT_EQ(stats.commands, 1u);
+  EXPECT_EQ(stats.errors, 0u);
+  EXPECT_EQ(stats.bytes, 3u * (1 << 20) + 4096);
+}
+
 TEST_P(EveryPolicyTest, AKickDuringAnIdleAnswerIsNotLost) {
   auto clock = std::make_shared<FakeClock>();
   auto scheduler = MakeScheduler(GetParam(), clock);

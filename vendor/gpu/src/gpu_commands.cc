@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "umdev/vendor/gpu/guest_pin_cache.h"
+#include "slice_bounds.h"
 #include "umdev/mdev_core/dma.h"
 #include "umdev/vendor/gpu/gpu_device.h"
 
@@ -30,73 +32,113 @@ Result<void> CheckSliceRange(uint64_t slice_size, uint64_t offset, uint64_t size
   return {};
 }
 
-// Guest memory is copied this many pages at a time: one pin per chunk, so an
-// unmap waits for at most one chunk.
-constexpr uint64_t kChunkPages = 16;
-
 }  // namespace
 
-std::optional<CommandCost> GpuDevice::RunOne() {
-  uint64_t entry_iova = 0;
-  uint64_t generation = 0;
-  uint32_t index = 0;
+std::optional<CommandCost> GpuDevice::RunOne() { return RunPiece(false); }
+
+std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
+  EntryInFlight current;
+  bool resumed = false;
   {
     MutexLock lock(mu_);
-    if (quiesced_ || (queue_ctrl_ & kQueueEnable) == 0 || error_code_ != 0 || head_ == tail_) {
+    const bool runnable = (queue_ctrl_ & kQueueEnable) != 0 && error_code_ == 0;
+    if (in_flight_ && (!runnable || in_flight_->generation != generation_ ||
+                       in_flight_->index != head_)) {
+      in_flight_.reset();
+    }
+    if (finish_in_flight) {
+      if (!in_flight_) return std::nullopt;
+    } else if (quiesced_ || !runnable || head_ == tail_) {
       return std::nullopt;
     }
-    if (tail_ - head_ > queue_size_) {
-      SetError(EINVAL, head_, false);  // TAIL ran more than a ring ahead.
-      cv_.NotifyAll();
-      return CommandCost{.failed = true};
+    if (in_flight_) {
+      current = *in_flight_;
+      resumed = true;
+    } else {
+      if (tail_ - head_ > queue_size_) {
+        SetError(EINVAL, head_, false);  // TAIL ran more than a ring ahead.
+        cv_.NotifyAll();
+        return CommandCost{.failed = true};
+      }
+      current.index = head_;
+      current.generation = generation_;
     }
-    index = head_;
-    entry_iova = queue_base_ + uint64_t{head_ % queue_size_} * kEntrySize;
-    generation = generation_;
     running_ = true;
   }
-  {
-    MutexLock lock(unmap_mu_);
-    unmapped_.clear();
-  }
   const auto start = std::chrono::steady_clock::now();
-  std::byte entry[kEntrySize];
-  Result<uint64_t> done = dma_.DmaRead(entry_iova, entry).has_value()
-                              ? Execute(entry, generation)
-                              : Result<uint64_t>(Fail(EFAULT, "gpu: ring entry unreadable"));
-  const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::steady_clock::now() - start);
-  {
-    // What the entry may have written, done or not: a migration re-sends it.
-    MutexLock exec(exec_mu_);
-    const auto opcode = Load<uint32_t>(entry + kEntryOpcode);
-    const auto flags = Load<uint32_t>(entry + kEntryFlags);
-    if (opcode == kOpFill) {
-      MarkSliceDirty(Load<uint64_t>(entry + kFillOffset), Load<uint64_t>(entry + kFillSize));
-    } else if (opcode == kOpCopy && (flags & kCopyDstGuest) == 0) {
-      MarkSliceDirty(Load<uint64_t>(entry + kCopyDst), Load<uint64_t>(entry + kCopySize));
-    } else if (opcode == kOpDispatch) {
-      MarkSliceDirty(0, slice_->size());  // Bindings are not tracked one by one.
+  bool finished = true;
+  Result<uint64_t> moved = 0;
+  if (!resumed) {
+    {
+      MutexLock lock(unmap_mu_);
+      unmapped_.clear();
+    }
+    uint64_t entry_iova = 0;
+    {
+      MutexLock lock(mu_);
+      entry_iova = queue_base_ + uint64_t{current.index % queue_size_} * kEntrySize;
+    }
+    if (!dma_.DmaRead(entry_iova, current.bytes).has_value()) {
+      moved = Fail(EFAULT, "gpu: ring entry unreadable");
     }
   }
-  CommandCost cost{.busy = busy, .bytes = done.value_or(0), .failed = !done.has_value()};
+  if (moved.has_value()) {
+    moved = Execute(current.bytes.data(), current.generation, current.done, finished);
+  }
+  const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now() - start);
+  MarkEntryDirty(current.bytes.data(), current.done, moved.value_or(0), !moved.has_value());
+  CommandCost cost{.busy = busy, .bytes = moved.value_or(0), .failed = !moved.has_value(),
+                   .partial = moved.has_value() && !finished};
   MutexLock lock(mu_);
   running_ = false;
   cv_.NotifyAll();
-  if (generation != generation_) return cost;  // Reset meanwhile: no trace.
+  if (current.generation != generation_) return cost;  // Reset meanwhile: no trace.
   stats_.busy += busy;
-  if (done.has_value()) {
-    ++head_;
-    ++stats_.commands;
-    stats_.bytes += *done;
-    if (Load<uint32_t>(entry + kEntryOpcode) == kOpFence) {
-      fence_done_ = Load<uint64_t>(entry + kFenceValue);
-      if ((Load<uint32_t>(entry + kEntryFlags) & kFenceInterrupt) != 0) RaiseCause(kIntFence);
-    }
-  } else {
-    SetError(done.error().code, index, true);
+  const std::byte* entry = current.bytes.data();
+  if (!moved.has_value()) {
+    in_flight_.reset();
+    SetError(moved.error().code, current.index, true);
+    return cost;
+  }
+  stats_.bytes += *moved;
+  if (!finished) {
+    current.done += *moved;
+    in_flight_ = current;
+    return cost;
+  }
+  in_flight_.reset();
+  ++head_;
+  ++stats_.commands;
+  if (Load<uint32_t>(entry + kEntryOpcode) == kOpFence) {
+    fence_done_ = Load<uint64_t>(entry + kFenceValue);
+    if ((Load<uint32_t>(entry + kEntryFlags) & kFenceInterrupt) != 0) RaiseCause(kIntFence);
   }
   return cost;
+}
+
+void GpuDevice::MarkEntryDirty(const std::byte* entry, uint64_t done, uint64_t moved,
+                               bool failed) {
+  const auto opcode = Load<uint32_t>(entry + kEntryOpcode);
+  const auto flags = Load<uint32_t>(entry + kEntryFlags);
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  if (opcode == kOpFill) {
+    offset = Load<uint64_t>(entry + kFillOffset);
+    size = Load<uint64_t>(entry + kFillSize);
+  } else if (opcode == kOpCopy && (flags & kCopyDstGuest) == 0) {
+    offset = Load<uint64_t>(entry + kCopyDst);
+    size = Load<uint64_t>(entry + kCopySize);
+  } else if (opcode == kOpDispatch) {
+    size = slice_->size();  // Bindings are not tracked one by one.
+  } else {
+    return;
+  }
+  // This piece, or on a failure everything from it on.
+  if (done >= size) return;
+  const uint64_t bytes = failed ? size - done : std::min(moved, size - done);
+  MutexLock exec(exec_mu_);
+  MarkSliceDirty(offset + done, bytes);
 }
 
 Result<void> GpuDevice::CheckGeneration(uint64_t generation) {
@@ -105,19 +147,15 @@ Result<void> GpuDevice::CheckGeneration(uint64_t generation) {
   return {};
 }
 
-Result<uint64_t> GpuDevice::Execute(const std::byte* entry, uint64_t generation) {
+Result<uint64_t> GpuDevice::Execute(const std::byte* entry, uint64_t generation, uint64_t done,
+                                    bool& finished) {
+  finished = true;
   const auto opcode = Load<uint32_t>(entry + kEntryOpcode);
   switch (opcode) {
     case kOpCopy:
-      return ExecuteCopy(entry, generation);
-    case kOpFill: {
-      const auto offset = Load<uint64_t>(entry + kFillOffset);
-      const auto size = Load<uint64_t>(entry + kFillSize);
-      MutexLock exec(exec_mu_);
-      UMDEV_TRY(CheckGeneration(generation));
-      UMDEV_TRY(slice_->Fill(offset, size, Load<uint32_t>(entry + kFillPattern)));
-      return size;
-    }
+      return ExecuteCopy(entry, generation, done, finished);
+    case kOpFill:
+      return ExecuteFill(entry, generation, done, finished);
     case kOpDispatch:
       return ExecuteDispatch(entry, generation);
     case kOpFence: {
@@ -134,7 +172,23 @@ Result<uint64_t> GpuDevice::Execute(const std::byte* entry, uint64_t generation)
   }
 }
 
-Result<uint64_t> GpuDevice::ExecuteCopy(const std::byte* entry, uint64_t generation) {
+// The whole command is checked at every piece, so a bad one fails at its
+// first and never runs in part.
+Result<uint64_t> GpuDevice::ExecuteFill(const std::byte* entry, uint64_t generation,
+                                        uint64_t done, bool& finished) {
+  const auto offset = Load<uint64_t>(entry + kFillOffset);
+  const auto size = Load<uint64_t>(entry + kFillSize);
+  UMDEV_TRY(CheckFill(slice_->size(), offset, size));
+  const uint64_t piece = std::min(size - done, kPieceBytes);
+  MutexLock exec(exec_mu_);
+  UMDEV_TRY(CheckGeneration(generation));
+  UMDEV_TRY(slice_->Fill(offset + done, piece, Load<uint32_t>(entry + kFillPattern)));
+  finished = done + piece == size;
+  return piece;
+}
+
+Result<uint64_t> GpuDevice::ExecuteCopy(const std::byte* entry, uint64_t generation,
+                                        uint64_t done, bool& finished) {
   const auto flags = Load<uint32_t>(entry + kEntryFlags);
   const auto src = Load<uint64_t>(entry + kCopySrc);
   const auto dst = Load<uint64_t>(entry + kCopyDst);
@@ -144,26 +198,32 @@ Result<uint64_t> GpuDevice::ExecuteCopy(const std::byte* entry, uint64_t generat
   if ((flags & ~(kCopySrcGuest | kCopyDstGuest)) != 0) return Fail(EINVAL, "gpu: COPY flags");
   if (src_guest && dst_guest) return Fail(EINVAL, "gpu: COPY guest to guest");
   if (size == 0) return Fail(EINVAL, "gpu: COPY of 0 bytes");
+  const uint64_t piece = std::min(size - done, kPieceBytes);
   if (src_guest) {
     UMDEV_TRY(CheckSliceRange(slice_->size(), dst, size, "COPY destination"));
-    UMDEV_TRY(CopyGuest(src, dst, size, true, generation));
+    if (src + size < src) return Fail(EFAULT, "gpu: guest range wraps");
+    UMDEV_TRY(CopyGuest(src + done, dst + done, piece, true, generation));
   } else if (dst_guest) {
     UMDEV_TRY(CheckSliceRange(slice_->size(), src, size, "COPY source"));
-    UMDEV_TRY(CopyGuest(dst, src, size, false, generation));
+    if (dst + size < dst) return Fail(EFAULT, "gpu: guest range wraps");
+    UMDEV_TRY(CopyGuest(dst + done, src + done, piece, false, generation));
   } else {
+    UMDEV_TRY(CheckCopy(slice_->size(), dst, src, size));
     MutexLock exec(exec_mu_);
     UMDEV_TRY(CheckGeneration(generation));
-    UMDEV_TRY(slice_->Copy(dst, src, size));
+    UMDEV_TRY(slice_->Copy(dst + done, src + done, piece));
   }
-  return size;
+  finished = done + piece == size;
+  return piece;
 }
 
-// Moves guest [iova, iova + size) to or from slice [offset, offset + size) a
-// chunk at a time. Each chunk is pinned and copied under exec_mu_, which the
-// dma_unmap listener takes too: an unmap waits for the chunk, drops the pin,
-// and the next chunk fails to pin (EFAULT), so no byte goes to or comes from
-// memory the guest no longer maps. Memory without an fd (message DMA) cannot
-// be pinned; it is copied with dma_rw through a bounce buffer instead.
+// Moves guest [iova, iova + size) to or from slice [offset, offset + size),
+// one host-contiguous run of pinned pages at a time. The pins come from the
+// pin cache, which the dma_unmap listener empties of the range under
+// exec_mu_: an unmap waits for the run being copied, and a later run finds
+// the range in unmapped_ and fails with EFAULT, so no byte goes to or comes
+// from memory the guest no longer maps. Memory without an fd (message DMA)
+// cannot be pinned; it is copied with dma_rw through a bounce buffer.
 Result<void> GpuDevice::CopyGuest(uint64_t iova, uint64_t offset, uint64_t size, bool to_slice,
                                   uint64_t generation) {
   if (iova + size < iova) return Fail(EFAULT, "gpu: guest range wraps");
@@ -173,41 +233,30 @@ Result<void> GpuDevice::CopyGuest(uint64_t iova, uint64_t offset, uint64_t size,
   while (done < size) {
     const uint64_t at = iova + done;
     const uint64_t page = at & ~(kPageSize - 1);
-    const uint64_t chunk_end = std::min(page + kChunkPages * kPageSize, iova + size);
-    const uint64_t bytes = chunk_end - at;
-    const int npage = static_cast<int>((chunk_end - page + kPageSize - 1) / kPageSize);
+    // At most the rest of at's pin block: what one Find() may return.
+    const uint64_t block_end = (at | (GuestPinCache::kBlockBytes - 1)) + 1;
+    const uint64_t span = std::min(size - done, block_end - at);
     {
       MutexLock exec(exec_mu_);
       UMDEV_TRY(CheckGeneration(generation));
-      UMDEV_TRY(CheckNotUnmapped(page, static_cast<uint64_t>(npage) * kPageSize));
-      auto pinned = PinnedPages::Pin(dma_, page, npage, prot);
-      if (pinned.has_value()) {
-        pinned_ = std::move(*pinned);
-        Result<void> copied;
-        for (uint64_t c = 0; c < bytes && copied.has_value();) {
-          const uint64_t pos = at + c;
-          const uint64_t in_page = std::min(bytes - c, kPageSize - pos % kPageSize);
-          auto* host = static_cast<std::byte*>(pinned_.pages()[(pos - page) / kPageSize]) +
-                       pos % kPageSize;
-          copied = to_slice ? slice_->Write(offset + done + c, std::span(host, in_page))
-                            : slice_->Read(offset + done + c, std::span(host, in_page));
-          c += in_page;
-        }
-        pinned_.Reset();
-        UMDEV_TRY(copied);
-        done += bytes;
+      UMDEV_TRY(CheckNotUnmapped(page, at + span - page));
+      auto host = pin_cache_->Find(at, span, prot);
+      if (host.has_value()) {
+        UMDEV_TRY(to_slice ? slice_->Write(offset + done, *host)
+                           : slice_->Read(offset + done, *host));
+        done += host->size();
         continue;
       }
-      if (pinned.error().code != EFAULT) return std::unexpected(pinned.error());
+      if (host.error().code != EFAULT) return std::unexpected(host.error());
       if (!to_slice) {
-        bounce.resize(bytes);
+        bounce.resize(span);
         UMDEV_TRY(slice_->Read(offset + done, bounce));
       }
     }
     // Fd-less memory (message DMA) cannot be pinned: bounce through dma_rw,
     // with no lock held, as the copy may be a round trip to the client.
     if (to_slice) {
-      bounce.resize(bytes);
+      bounce.resize(span);
       UMDEV_TRY(dma_.DmaRead(at, bounce));
       MutexLock exec(exec_mu_);
       UMDEV_TRY(CheckGeneration(generation));
@@ -215,7 +264,7 @@ Result<void> GpuDevice::CopyGuest(uint64_t iova, uint64_t offset, uint64_t size,
     } else {
       UMDEV_TRY(dma_.DmaWrite(at, bounce));
     }
-    done += bytes;
+    done += span;
   }
   return {};
 }
@@ -289,7 +338,7 @@ Result<void> GpuDevice::CheckNotUnmapped(uint64_t iova, uint64_t size) {
 }
 
 // Recorded first, so the entry running stops pinning the range; then waits
-// for the chunk in flight (exec_mu_) and drops its pin if it is still held.
+// for the run being copied (exec_mu_) and unpins what the cache holds there.
 void GpuDevice::OnDmaUnmap(uint64_t iova, uint64_t size) {
   {
     MutexLock lock(unmap_mu_);
@@ -297,7 +346,7 @@ void GpuDevice::OnDmaUnmap(uint64_t iova, uint64_t size) {
   }
   unmap_notices_.fetch_add(1);
   MutexLock exec(exec_mu_);
-  if (!pinned_.empty() && pinned_.Overlaps(iova, size)) pinned_.Reset();
+  pin_cache_->Invalidate(iova, size);
 }
 
 void GpuDevice::OnPinsRevoked(uint64_t iova, uint64_t size) { OnDmaUnmap(iova, size); }

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "umdev/vendor/gpu/guest_pin_cache.h"
 #include "umdev/mdev_core/dma.h"
 
 namespace umdev::vendor::gpu {
@@ -76,6 +77,7 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
   }
   {
     MutexLock exec(exec_mu_);
+    pin_cache_ = std::make_unique<GuestPinCache>(dma_, options_.pin_cache_pages);
     dirty_pages_.assign((slice_->size() + kPageSize - 1) / kPageSize, false);
   }
   if (auto attached = runner.Attach(this, options_.compute_share_permille); attached) {
@@ -87,6 +89,10 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
 
 GpuDevice::~GpuDevice() {
   attachment_.reset();  // No RunOne() runs after this.
+  {
+    MutexLock exec(exec_mu_);
+    pin_cache_->Clear();
+  }
   irqs_.DisableAll();   // Before the parent's loop may go with on_destroy_.
   slice_.reset();       // The engine has the memory back before the budget.
   if (on_destroy_) on_destroy_();
@@ -112,6 +118,7 @@ void GpuDevice::ResetFunction(bool config_too) {
   // exec_mu_ waits for the slice operation in flight; the generation bump
   // makes that entry's remaining steps fail and its completion vanish.
   MutexLock exec(exec_mu_);
+  pin_cache_->Clear();  // The next tenant pins its own pages.
   {
     MutexLock lock(mu_);
     ResetRegisters();
@@ -290,14 +297,18 @@ bool GpuDevice::WriteRegister(uint32_t offset, uint32_t value, bool& reset) {
   switch (offset) {
     case kRegQueueBase:
       queue_base_ = (queue_base_ & ~uint64_t{0xffffffff}) | value;
+      in_flight_.reset();
       return false;
     case kRegQueueBase + 4:
       queue_base_ = (queue_base_ & 0xffffffff) | (uint64_t{value} << 32);
+      in_flight_.reset();
       return false;
     case kRegQueueSize:
       queue_size_ = value;
+      in_flight_.reset();
       return false;
     case kRegQueueCtrl:
+      in_flight_.reset();
       if ((value & kQueueEnable) == 0) {
         queue_ctrl_ = 0;
         cv_.NotifyAll();

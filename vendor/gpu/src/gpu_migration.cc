@@ -109,11 +109,16 @@ void GpuDevice::MarkSliceDirty(uint64_t offset, uint64_t size) {
 }
 
 void GpuDevice::Quiesce() {
-  MutexLock lock(mu_);
-  quiesced_ = true;
-  // Entries are atomic: HEAD moves only when one completes, so waiting for
-  // the one in flight leaves the ring at an entry boundary.
-  while (running_) cv_.Wait(mu_);
+  {
+    MutexLock lock(mu_);
+    quiesced_ = true;
+    while (running_) cv_.Wait(mu_);
+  }
+  // Entries are atomic to the guest: HEAD moves only when one completes. A
+  // COPY or FILL stopped between pieces is run to its end here, so the ring
+  // is saved at an entry boundary and the stream needs no partial state.
+  while (RunPiece(true).has_value()) {
+  }
 }
 
 void GpuDevice::Unquiesce() {

@@ -201,7 +201,11 @@ void Core::RunTurn(const std::shared_ptr<Entry>& entry) {
     QueueStats& stats = entry->stats;
     stats.busy += busy;
     stats.bytes += cost->bytes;
-    ++(cost->failed ? stats.errors : stats.commands);
+    if (cost->failed) {
+      ++stats.errors;
+    } else if (!cost->partial) {
+      ++stats.commands;
+    }
     longest_command = std::max(longest_command, busy);
     turn += busy;
     if (shares_enforced()) {

@@ -3,6 +3,7 @@
 // slice's memory (mmappable), and a command ring in guest memory.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -26,11 +27,15 @@
 
 namespace umdev::vendor::gpu {
 
+class GuestPinCache;
+
 struct GpuDeviceOptions {
   uint16_t vendor_id = regs::kDefaultVendorId;
   uint16_t device_id = regs::kDefaultDeviceId;
   uint32_t compute_share_permille = 1000;
   bool builtin_kernels_only = false;  // The CPU engine: CAPS says so.
+  // Guest pages kept pinned between commands (GuestPinCache): 64 MiB.
+  uint64_t pin_cache_pages = 16384;
 };
 
 // Per-instance statistics (BAR0 STAT_* and the device attributes).
@@ -86,7 +91,7 @@ class GpuDevice final : public DeviceOps,
   std::vector<DeviceAttribute> Attributes() override;
   Result<std::string> ReadAttribute(std::string_view name) override;
 
-  // CommandQueue: one ring entry.
+  // CommandQueue: one ring entry, or one piece of a long COPY or FILL.
   std::optional<CommandCost> RunOne() override;
 
   GpuDeviceStats stats() const UMDEV_EXCLUDES(mu_);
@@ -151,9 +156,22 @@ class GpuDevice final : public DeviceOps,
       UMDEV_EXCLUDES(mu_);
   void MarkSliceDirty(uint64_t offset, uint64_t size) UMDEV_REQUIRES(exec_mu_);
 
-  // Commands (gpu_commands.cc). Each returns the bytes moved.
-  Result<uint64_t> Execute(const std::byte* entry, uint64_t generation) UMDEV_EXCLUDES(mu_);
-  Result<uint64_t> ExecuteCopy(const std::byte* entry, uint64_t generation) UMDEV_EXCLUDES(mu_);
+  // Commands (gpu_commands.cc). A COPY or FILL runs in pieces of at most
+  // kPieceBytes from |done| bytes in; each returns the bytes this call moved
+  // and sets |finished| when the command is complete.
+  static constexpr uint64_t kPieceBytes = uint64_t{1} << 20;
+  // RunOne(), or with |finish_in_flight| the next piece of the entry in
+  // flight even while quiesced (Quiesce() completes it).
+  std::optional<CommandCost> RunPiece(bool finish_in_flight) UMDEV_EXCLUDES(mu_, exec_mu_);
+  Result<uint64_t> Execute(const std::byte* entry, uint64_t generation, uint64_t done,
+                           bool& finished) UMDEV_EXCLUDES(mu_);
+  Result<uint64_t> ExecuteCopy(const std::byte* entry, uint64_t generation, uint64_t done,
+                               bool& finished) UMDEV_EXCLUDES(mu_);
+  Result<uint64_t> ExecuteFill(const std::byte* entry, uint64_t generation, uint64_t done,
+                               bool& finished) UMDEV_EXCLUDES(mu_);
+  // Marks what the entry may have written, done or not: a migration re-sends it.
+  void MarkEntryDirty(const std::byte* entry, uint64_t done, uint64_t moved, bool failed)
+      UMDEV_EXCLUDES(mu_, exec_mu_);
   Result<uint64_t> ExecuteDispatch(const std::byte* entry, uint64_t generation)
       UMDEV_EXCLUDES(mu_);
   Result<void> CopyGuest(uint64_t iova, uint64_t offset, uint64_t size, bool to_slice,
@@ -204,8 +222,9 @@ class GpuDevice final : public DeviceOps,
   // Pages the ring or a trapped BAR2 write changed since the migration read
   // them (one per page; the mmap is caught by the hash comparison).
   std::vector<bool> dirty_pages_ UMDEV_GUARDED_BY(exec_mu_);
-  // The pinned guest chunk a COPY is working on; empty between chunks.
-  PinnedPages pinned_ UMDEV_GUARDED_BY(exec_mu_);
+  // Guest pages pinned for COPY, kept between commands until the guest
+  // unmaps them or the function is reset.
+  std::unique_ptr<GuestPinCache> pin_cache_ UMDEV_PT_GUARDED_BY(exec_mu_);
   // IOVA ranges unmapped since the current entry started: its later chunks
   // must not pin them again in the window before the backend removes them.
   Mutex unmap_mu_;  // A leaf: taken with nothing else, or inside exec_mu_.
@@ -228,6 +247,17 @@ class GpuDevice final : public DeviceOps,
   uint32_t error_index_ UMDEV_GUARDED_BY(mu_) = 0;
   bool error_skippable_ UMDEV_GUARDED_BY(mu_) = false;
   bool running_ UMDEV_GUARDED_BY(mu_) = false;
+  // The entry at HEAD while a COPY or FILL is part done: its bytes as read
+  // when it started (the guest may rewrite the slot meanwhile) and how far
+  // it got. Dropped by a reset, an error and any write of the queue
+  // registers (the entry then starts over).
+  struct EntryInFlight {
+    uint32_t index = 0;
+    uint64_t generation = 0;
+    std::array<std::byte, regs::kEntrySize> bytes{};
+    uint64_t done = 0;
+  };
+  std::optional<EntryInFlight> in_flight_ UMDEV_GUARDED_BY(mu_);
   // A stopped migration state: RunOne() takes no entry.
   bool quiesced_ UMDEV_GUARDED_BY(mu_) = false;
   // Bumped by every reset: an entry of an older generation leaves no trace.
