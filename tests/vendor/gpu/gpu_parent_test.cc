@@ -148,7 +148,12 @@ TEST(GpuParentTest, ConfigEntry) {
                           R"({"driver":"gpu","engine":"cpu","memory":4096})",
                           R"({"driver":"gpu","engine":"cpu","pci_id":"12345678"})",
                           R"({"driver":"gpu","engine":"cpu","device":0})",
-                          R"({"driver":"gpu","engine":"cpu","colour":"red"})"}) {
+                          R"({"driver":"gpu","engine":"cpu","colour":"red"})",
+                          R"({"driver":"gpu","dispatch_timeout_ms":0})",
+                          R"({"driver":"gpu","dispatch_timeout_ms":"2s"})",
+                          R"({"driver":"gpu","dispatch_timeout_ms":60001})",
+                          // The CPU engine's built-in kernels always end.
+                          R"({"driver":"gpu","engine":"cpu","dispatch_timeout_ms":500})"}) {
     auto refused = MakeGpuParentFromConfig(nlohmann::json::parse(bad));
     ASSERT_FALSE(refused.has_value()) << bad;
     EXPECT_EQ(refused.error().code, EINVAL) << bad;
@@ -158,7 +163,8 @@ TEST(GpuParentTest, ConfigEntry) {
 TEST(GpuParentTest, ConfigEntryForAVulkanDevice) {
   if (PickTestDevice() < 0) GTEST_SKIP() << kNoVulkanMessage;
   auto parent = MakeGpuParentFromConfig(
-      nlohmann::json::parse(R"({"driver":"gpu","device":"llvmpipe","memory":"32M"})"));
+      nlohmann::json::parse(R"({"driver":"gpu","device":"llvmpipe","memory":"32M",
+                                "dispatch_timeout_ms":500})"));
   if (!parent.has_value() && parent.error().code == ENODEV) GTEST_SKIP() << "no llvmpipe";
   ASSERT_TRUE(parent.has_value()) << parent.error().Describe();
   EXPECT_EQ((*parent)->driver_name(), "gpu");

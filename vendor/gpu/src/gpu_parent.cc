@@ -69,8 +69,10 @@ Result<std::shared_ptr<GpuParent>> GpuParent::Create(GpuParentOptions options) {
   if (options.engine == EngineKind::kCpu) {
     UMDEV_ASSIGN_OR_RETURN(engine, CreateCpuEngine({.memory_limit = options.memory}));
   } else {
-    UMDEV_ASSIGN_OR_RETURN(engine, CreateVulkanEngine({.device_index = options.device_index,
-                                                       .memory_limit = options.memory}));
+    UMDEV_ASSIGN_OR_RETURN(engine,
+                           CreateVulkanEngine({.device_index = options.device_index,
+                                               .memory_limit = options.memory,
+                                               .dispatch_timeout = options.dispatch_timeout}));
   }
   return Create(std::move(options), std::move(engine));
 }
@@ -177,6 +179,10 @@ Result<std::unique_ptr<DeviceOps>> GpuParent::Probe(const ProbeContext& context)
 
 namespace {
 
+// A minute-long dispatch already stalls every other instance on the parent
+// for as long; more is surely a typo.
+constexpr uint64_t kMaxDispatchTimeoutMs = 60'000;
+
 Result<SchedulerOptions> ParseSchedulerConfig(const nlohmann::json& value) {
   if (!value.is_object()) {
     return Fail(EINVAL, "config: gpu parent: \"scheduler\" is an object {\"policy\", "
@@ -207,6 +213,7 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
   GpuParentOptions options;
   bool named = false;
   const nlohmann::json* device = nullptr;
+  bool timeout_given = false;
   for (const auto& [key, value] : entry.items()) {
     if (key == "driver") continue;
     if (key == "name" && value.is_string() && !value.get<std::string>().empty()) {
@@ -225,6 +232,10 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
           value == "homogeneous" ? Placement::kHomogeneous : Placement::kHeterogeneous;
     } else if (key == "scheduler") {
       UMDEV_ASSIGN_OR_RETURN(options.scheduler, ParseSchedulerConfig(value));
+    } else if (key == "dispatch_timeout_ms" && value.is_number_unsigned() &&
+               value.get<uint64_t>() > 0 && value.get<uint64_t>() <= kMaxDispatchTimeoutMs) {
+      options.dispatch_timeout = std::chrono::milliseconds(value.get<uint64_t>());
+      timeout_given = true;
     } else if (key == "pci_id" && value.is_string()) {
       unsigned vendor = 0, dev = 0;
       const std::string text = value.get<std::string>();
@@ -240,6 +251,10 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
   }
   if (options.engine == EngineKind::kCpu) {
     if (device != nullptr) return Fail(EINVAL, "config: gpu parent: \"device\" with cpu engine");
+    // The CPU engine's built-in kernels always end: nothing to time out.
+    if (timeout_given) {
+      return Fail(EINVAL, "config: gpu parent: \"dispatch_timeout_ms\" with cpu engine");
+    }
     if (!named) options.parent_name = "gpu-cpu";
   } else {
     UMDEV_ASSIGN_OR_RETURN(const Accelerator accelerator, FindDevice(device));

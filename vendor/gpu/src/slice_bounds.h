@@ -31,10 +31,17 @@ struct SpirvInterface {
   uint32_t max_descriptor_set = 0;   // highest DescriptorSet decoration
   uint32_t binding_mask = 0;         // Binding decorations below 32, as bits
   bool binding_out_of_range = false; // a Binding decoration of 32 or more
+  // A bound variable that is not a storage buffer (a uniform buffer, an
+  // image, an array of buffers): the engine binds storage buffers only.
+  bool non_storage_buffer_binding = false;
+  // The largest push-constant block the module declares (Offset + size of
+  // its last member); 0 when it declares none.
+  uint32_t push_constant_bytes = 0;
 };
 
 // Walks the module's instructions: bad magic, truncated header or an
-// instruction running past the end: EINVAL.
+// instruction running past the end, a push-constant block whose layout it
+// cannot size: EINVAL.
 Result<SpirvInterface> InspectSpirv(std::span<const uint32_t> words,
                                     std::string_view entry_point);
 

@@ -1,6 +1,9 @@
 // VulkanEngine: slices are VkDeviceMemory allocations on one physical device;
 // COPY, FILL and DISPATCH are recorded into command buffers and run on its
-// compute queue, one submission at a time.
+// compute queue, one submission at a time, each bounded by the dispatch
+// timeout. A submission that runs past it (or a lost device) abandons the
+// device generation and the engine makes a fresh one (vulkan_device.h);
+// slices move their memory over on their next command.
 
 #include <vulkan/vulkan.h>
 
@@ -13,127 +16,20 @@
 
 #include "shared_memory.h"
 #include "slice_bounds.h"
-#include "umdev/common/mutex.h"
-#include "umdev/common/scope_exit.h"
 #include "umdev/vendor/gpu/engine.h"
+#include "vulkan_context.h"
+#include "vulkan_device.h"
 #include "vulkan_util.h"
 
 namespace umdev::vendor::gpu {
 namespace {
 
-// The logical device, its compute queue and the capacity account, shared by
-// the engine and its slices. Thread-safe: queue_mu_ serialises the queue and
-// the command pool (Vulkan requires both externally synchronised).
-class VulkanDevice {
- public:
-  VulkanDevice() = default;
-  VulkanDevice(const VulkanDevice&) = delete;
-  VulkanDevice& operator=(const VulkanDevice&) = delete;
-  ~VulkanDevice() {
-    if (device != VK_NULL_HANDLE) {
-      vkDeviceWaitIdle(device);
-      if (fence != VK_NULL_HANDLE) vkDestroyFence(device, fence, nullptr);
-      if (pool != VK_NULL_HANDLE) vkDestroyCommandPool(device, pool, nullptr);
-      vkDestroyDevice(device, nullptr);
-    }
-  }
+// A command that found its generation replaced while it was being prepared
+// is rebuilt on the new one this many times before it gives up with EIO.
+constexpr int kPrepareAttempts = 3;
 
-  // Records through |record| into a fresh command buffer, submits it and
-  // waits for it. Full memory barriers before and after make the previous
-  // submission's writes visible to this one and this one's to the host.
-  Result<void> Submit(const std::function<void(VkCommandBuffer)>& record) {
-    MutexLock lock(queue_mu_);
-    VkCommandBufferAllocateInfo alloc{};
-    alloc.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
-    alloc.commandPool = pool;
-    alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-    alloc.commandBufferCount = 1;
-    VkCommandBuffer cmd = VK_NULL_HANDLE;
-    if (VkResult r = vkAllocateCommandBuffers(device, &alloc, &cmd); r != VK_SUCCESS) {
-      return VkFail(r, "vkAllocateCommandBuffers");
-    }
-    ScopeExit free_cmd([&] { vkFreeCommandBuffers(device, pool, 1, &cmd); });
-    VkCommandBufferBeginInfo begin{};
-    begin.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
-    begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-    if (VkResult r = vkBeginCommandBuffer(cmd, &begin); r != VK_SUCCESS) {
-      return VkFail(r, "vkBeginCommandBuffer");
-    }
-    Barrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-            VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
-    record(cmd);
-    Barrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-            VK_ACCESS_HOST_READ_BIT | VK_ACCESS_HOST_WRITE_BIT);
-    if (VkResult r = vkEndCommandBuffer(cmd); r != VK_SUCCESS) {
-      return VkFail(r, "vkEndCommandBuffer");
-    }
-    if (VkResult r = vkResetFences(device, 1, &fence); r != VK_SUCCESS) {
-      return VkFail(r, "vkResetFences");
-    }
-    VkSubmitInfo submit{};
-    submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
-    submit.commandBufferCount = 1;
-    submit.pCommandBuffers = &cmd;
-    if (VkResult r = vkQueueSubmit(queue, 1, &submit, fence); r != VK_SUCCESS) {
-      return VkFail(r, "vkQueueSubmit");
-    }
-    // No timeout yet: a kernel that never ends holds the queue (docs/gpu.md).
-    if (VkResult r = vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX); r != VK_SUCCESS) {
-      return VkFail(r, "vkWaitForFences");
-    }
-    return {};
-  }
-
-  Result<void> Take(uint64_t size) {
-    MutexLock lock(account_mu_);
-    if (size > capacity - allocated_) {
-      return Fail(ENOSPC, fmt::format("slice of {:#x} bytes: only {:#x} of {:#x} left", size,
-                                      capacity - allocated_, capacity));
-    }
-    allocated_ += size;
-    return {};
-  }
-  void Give(uint64_t size) {
-    MutexLock lock(account_mu_);
-    allocated_ -= size;
-  }
-  uint64_t allocated() {
-    MutexLock lock(account_mu_);
-    return allocated_;
-  }
-
-  // Set once by CreateVulkanEngine, read-only afterwards.
-  VulkanInstance instance;
-  VkPhysicalDevice physical = VK_NULL_HANDLE;
-  VkDevice device = VK_NULL_HANDLE;
-  VkQueue queue = VK_NULL_HANDLE;
-  VkCommandPool pool = VK_NULL_HANDLE;
-  VkFence fence = VK_NULL_HANDLE;
-  uint32_t memory_type = 0;
-  // VK_EXT_external_memory_host: slices import memfd mappings (memory_fd()).
-  bool host_import = false;
-  uint64_t import_alignment = 0;
-  PFN_vkGetMemoryHostPointerPropertiesEXT get_host_pointer_properties = nullptr;
-  VkPhysicalDeviceLimits limits{};
-  std::string name;
-  uint64_t capacity = 0;
-
- private:
-  static void Barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkPipelineStageFlags dst,
-                      VkAccessFlags dst_access) {
-    VkMemoryBarrier barrier{};
-    barrier.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-    barrier.srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT;
-    barrier.dstAccessMask = dst_access;
-    vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &barrier, 0, nullptr, 0, nullptr);
-  }
-
-  Mutex queue_mu_;
-  Mutex account_mu_;
-  uint64_t allocated_ UMDEV_GUARDED_BY(account_mu_) = 0;
-};
-
-// Per-dispatch Vulkan objects, destroyed in reverse order of creation.
+// Per-dispatch Vulkan objects, destroyed in reverse order of creation unless
+// the submission that used them was abandoned.
 struct DispatchObjects {
   VkDevice device = VK_NULL_HANDLE;
   VkShaderModule module = VK_NULL_HANDLE;
@@ -141,7 +37,21 @@ struct DispatchObjects {
   VkPipelineLayout pipeline_layout = VK_NULL_HANDLE;
   VkPipeline pipeline = VK_NULL_HANDLE;
   VkDescriptorPool descriptor_pool = VK_NULL_HANDLE;
+  DispatchObjects() = default;
+  DispatchObjects(const DispatchObjects&) = delete;
+  DispatchObjects& operator=(const DispatchObjects&) = delete;
+  // Hands the objects to |ctx| (abandoned) instead of destroying them: a
+  // wedged kernel may still use them.
+  void KeepIn(const VulkanContext& ctx) {
+    ctx.Keep(module);
+    ctx.Keep(set_layout);
+    ctx.Keep(pipeline_layout);
+    ctx.Keep(pipeline);
+    ctx.Keep(descriptor_pool);
+    device = VK_NULL_HANDLE;
+  }
   ~DispatchObjects() {
+    if (device == VK_NULL_HANDLE) return;
     if (descriptor_pool != VK_NULL_HANDLE) vkDestroyDescriptorPool(device, descriptor_pool, nullptr);
     if (pipeline != VK_NULL_HANDLE) vkDestroyPipeline(device, pipeline, nullptr);
     if (pipeline_layout != VK_NULL_HANDLE) vkDestroyPipelineLayout(device, pipeline_layout, nullptr);
@@ -157,6 +67,10 @@ class VulkanSlice final : public Slice {
       : dev_(std::move(device)), size_(size) {}
   ~VulkanSlice() override {
     Release();
+    if (poisoned_ && shared_.mapping.valid()) {
+      // A kernel abandoned on a wedged device may still write these pages.
+      KeepForever(std::make_shared<SharedMemory>(std::move(shared_)));
+    }
     dev_->Give(size_);
   }
 
@@ -165,34 +79,15 @@ class VulkanSlice final : public Slice {
   // be shared with a client; otherwise (or when the import fails) allocates
   // device memory and maps it.
   Result<void> Init() {
-    if (dev_->host_import) {
-      if (InitImported().has_value()) return {};
+    UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<VulkanContext> ctx, dev_->Current());
+    if (ctx->host_import) {
+      if (InitImported(ctx).has_value()) return {};
       Release();
+      shared_ = SharedMemory{};
     }
-    UMDEV_TRY(CreateBuffer(false));
-    VkMemoryRequirements req{};
-    vkGetBufferMemoryRequirements(dev_->device, buffer_, &req);
-    if ((req.memoryTypeBits & (1u << dev_->memory_type)) == 0) {
-      return Fail(ENOTSUP, "slice buffer cannot live in the host-visible memory type");
-    }
-    VkMemoryAllocateInfo alloc{};
-    alloc.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
-    alloc.allocationSize = req.size;
-    alloc.memoryTypeIndex = dev_->memory_type;
-    if (VkResult r = vkAllocateMemory(dev_->device, &alloc, nullptr, &memory_); r != VK_SUCCESS) {
-      return VkFail(r, "vkAllocateMemory");
-    }
-    if (VkResult r = vkBindBufferMemory(dev_->device, buffer_, memory_, 0); r != VK_SUCCESS) {
-      return VkFail(r, "vkBindBufferMemory");
-    }
-    if (VkResult r = vkMapMemory(dev_->device, memory_, 0, VK_WHOLE_SIZE, 0, &mapped_);
-        r != VK_SUCCESS) {
-      return VkFail(r, "vkMapMemory");
-    }
+    UMDEV_TRY(Allocate(ctx, nullptr));
     // Fresh allocations may hold a previous tenant's data: zero on the device.
-    return dev_->Submit([&](VkCommandBuffer cmd) {
-      vkCmdFillBuffer(cmd, buffer_, 0, VK_WHOLE_SIZE, 0);
-    });
+    return Run([&](VkCommandBuffer cmd) { vkCmdFillBuffer(cmd, buffer_, 0, VK_WHOLE_SIZE, 0); });
   }
 
   uint64_t size() const override { return size_; }
@@ -212,7 +107,7 @@ class VulkanSlice final : public Slice {
 
   Result<void> Copy(uint64_t dst, uint64_t src, uint64_t bytes) override {
     UMDEV_TRY(CheckCopy(size_, dst, src, bytes));
-    return dev_->Submit([&](VkCommandBuffer cmd) {
+    return Run([&](VkCommandBuffer cmd) {
       const VkBufferCopy region{.srcOffset = src, .dstOffset = dst, .size = bytes};
       vkCmdCopyBuffer(cmd, buffer_, buffer_, 1, &region);
     });
@@ -220,7 +115,7 @@ class VulkanSlice final : public Slice {
 
   Result<void> Fill(uint64_t offset, uint64_t bytes, uint32_t pattern) override {
     UMDEV_TRY(CheckFill(size_, offset, bytes));
-    return dev_->Submit([&](VkCommandBuffer cmd) {
+    return Run([&](VkCommandBuffer cmd) {
       vkCmdFillBuffer(cmd, buffer_, offset, bytes, pattern);
     });
   }
@@ -229,31 +124,81 @@ class VulkanSlice final : public Slice {
 
  private:
   std::byte* Host() const {
-    return shared_.mapping.valid() ? shared_.mapping.data() : static_cast<std::byte*>(mapped_);
+    if (shared_.mapping.valid()) return shared_.mapping.data();
+    return static_cast<std::byte*>(mapped_ != nullptr ? mapped_ : const_cast<void*>(carried_));
   }
+  Result<void> CheckInterface(const DispatchCommand& command);
   Result<void> CheckDeviceLimits(const DispatchCommand& command) const;
-  Result<void> CreateBuffer(bool external_host);
-  Result<void> InitImported();
-  // Frees the Vulkan objects before the memory they may point into.
+  // Records |record| (which may use buffer_) on the current generation.
+  Result<void> Run(const std::function<void(VkCommandBuffer)>& record);
+  // Moves the slice's buffer to |ctx| when it lives on an older generation.
+  Result<void> BindTo(const std::shared_ptr<VulkanContext>& ctx);
+  Result<void> CreateBuffer(const VulkanContext& ctx, bool external_host);
+  Result<void> InitImported(const std::shared_ptr<VulkanContext>& ctx);
+  Result<void> Import(const std::shared_ptr<VulkanContext>& ctx);
+  // Allocates and maps device memory, copying |contents| (size_ bytes) in.
+  Result<void> Allocate(const std::shared_ptr<VulkanContext>& ctx, const void* contents);
+  Result<void> BuildAndSubmit(const std::shared_ptr<VulkanContext>& ctx,
+                              const DispatchCommand& command, SubmitOutcome& outcome);
+  // Frees the Vulkan objects before the memory they may point into; those
+  // of an abandoned generation are dropped instead (work may be pending).
   void Release() {
-    if (mapped_ != nullptr) vkUnmapMemory(dev_->device, memory_);
-    if (buffer_ != VK_NULL_HANDLE) vkDestroyBuffer(dev_->device, buffer_, nullptr);
-    if (memory_ != VK_NULL_HANDLE) vkFreeMemory(dev_->device, memory_, nullptr);
+    if (ctx_ != nullptr && !ctx_->abandoned) {
+      if (mapped_ != nullptr) vkUnmapMemory(ctx_->device, memory_);
+      if (buffer_ != VK_NULL_HANDLE) vkDestroyBuffer(ctx_->device, buffer_, nullptr);
+      if (memory_ != VK_NULL_HANDLE) vkFreeMemory(ctx_->device, memory_, nullptr);
+    } else if (ctx_ != nullptr) {
+      ctx_->Keep(buffer_);
+      ctx_->Keep(memory_);
+    }
     mapped_ = nullptr;
     buffer_ = VK_NULL_HANDLE;
     memory_ = VK_NULL_HANDLE;
-    shared_ = SharedMemory{};
+    ctx_ = nullptr;
   }
 
   std::shared_ptr<VulkanDevice> dev_;
   const uint64_t size_;
+  std::shared_ptr<VulkanContext> ctx_;  // the generation buffer_ and memory_ live on
   VkBuffer buffer_ = VK_NULL_HANDLE;
   VkDeviceMemory memory_ = VK_NULL_HANDLE;
   void* mapped_ = nullptr;     // vkMapMemory's pointer (allocated memory)
+  // An abandoned generation's mapping whose contents the next BindTo copies.
+  const void* carried_ = nullptr;
   SharedMemory shared_;        // the memfd (imported memory)
+  // A command of this slice was abandoned while it may still run.
+  bool poisoned_ = false;
 };
 
-Result<void> VulkanSlice::CreateBuffer(bool external_host) {
+Result<void> VulkanSlice::Run(const std::function<void(VkCommandBuffer)>& record) {
+  for (int attempt = 0; attempt < kPrepareAttempts; ++attempt) {
+    UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<VulkanContext> ctx, dev_->Current());
+    UMDEV_TRY(BindTo(ctx));
+    SubmitOutcome outcome;
+    Result<void> result = dev_->Submit(*ctx, record, outcome);
+    if (outcome.abandoned) poisoned_ = true;
+    if (!outcome.stale) return result;
+  }
+  return Fail(EIO, "the device kept being reset while the command was prepared");
+}
+
+Result<void> VulkanSlice::BindTo(const std::shared_ptr<VulkanContext>& ctx) {
+  if (ctx_ == ctx) return {};
+  // The old generation's memory stays mapped (abandoned objects are never
+  // freed), so allocated memory can be copied over; imported memory is the
+  // memfd itself and needs no copy.
+  if (mapped_ != nullptr) carried_ = mapped_;
+  Release();
+  Result<void> bound = shared_.mapping.valid() ? Import(ctx) : Allocate(ctx, carried_);
+  if (!bound.has_value()) {
+    Release();  // retried by the next command
+    return bound;
+  }
+  carried_ = nullptr;
+  return {};
+}
+
+Result<void> VulkanSlice::CreateBuffer(const VulkanContext& ctx, bool external_host) {
   VkExternalMemoryBufferCreateInfo external{};
   external.sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO;
   external.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
@@ -264,32 +209,68 @@ Result<void> VulkanSlice::CreateBuffer(bool external_host) {
   info.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   info.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
-  if (VkResult r = vkCreateBuffer(dev_->device, &info, nullptr, &buffer_); r != VK_SUCCESS) {
-    return VkFail(r, "vkCreateBuffer");
+  if (VkResult r = vkCreateBuffer(ctx.device, &info, nullptr, &buffer_); r != VK_SUCCESS) {
+    return dev_->CallFailed(ctx, r, "vkCreateBuffer");
   }
   return {};
 }
 
-Result<void> VulkanSlice::InitImported() {
-  UMDEV_TRY(CreateBuffer(true));
+Result<void> VulkanSlice::Allocate(const std::shared_ptr<VulkanContext>& ctx,
+                                   const void* contents) {
+  ctx_ = ctx;
+  UMDEV_TRY(CreateBuffer(*ctx, false));
   VkMemoryRequirements req{};
-  vkGetBufferMemoryRequirements(dev_->device, buffer_, &req);
-  const uint64_t align = std::max<uint64_t>(dev_->import_alignment, req.alignment);
+  vkGetBufferMemoryRequirements(ctx->device, buffer_, &req);
+  if ((req.memoryTypeBits & (1u << ctx->memory_type)) == 0) {
+    return Fail(ENOTSUP, "slice buffer cannot live in the host-visible memory type");
+  }
+  VkMemoryAllocateInfo alloc{};
+  alloc.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+  alloc.allocationSize = req.size;
+  alloc.memoryTypeIndex = ctx->memory_type;
+  if (VkResult r = vkAllocateMemory(ctx->device, &alloc, nullptr, &memory_); r != VK_SUCCESS) {
+    return dev_->CallFailed(*ctx, r, "vkAllocateMemory");
+  }
+  if (VkResult r = vkBindBufferMemory(ctx->device, buffer_, memory_, 0); r != VK_SUCCESS) {
+    return dev_->CallFailed(*ctx, r, "vkBindBufferMemory");
+  }
+  if (VkResult r = vkMapMemory(ctx->device, memory_, 0, VK_WHOLE_SIZE, 0, &mapped_);
+      r != VK_SUCCESS) {
+    return dev_->CallFailed(*ctx, r, "vkMapMemory");
+  }
+  if (contents != nullptr) std::memcpy(mapped_, contents, size_);
+  return {};
+}
+
+Result<void> VulkanSlice::InitImported(const std::shared_ptr<VulkanContext>& ctx) {
+  UMDEV_TRY(CreateBuffer(*ctx, true));
+  VkMemoryRequirements req{};
+  vkGetBufferMemoryRequirements(ctx->device, buffer_, &req);
+  const uint64_t align = std::max<uint64_t>(ctx->import_alignment, req.alignment);
   const uint64_t bytes = (std::max<uint64_t>(req.size, size_) + align - 1) / align * align;
+  vkDestroyBuffer(ctx->device, buffer_, nullptr);
+  buffer_ = VK_NULL_HANDLE;
   // A fresh memfd is zero-filled: no previous tenant's data to clear.
   UMDEV_ASSIGN_OR_RETURN(shared_, CreateSharedMemory("umdev-gpu-slice", bytes));
+  return Import(ctx);
+}
 
+Result<void> VulkanSlice::Import(const std::shared_ptr<VulkanContext>& ctx) {
+  ctx_ = ctx;
+  UMDEV_TRY(CreateBuffer(*ctx, true));
+  VkMemoryRequirements req{};
+  vkGetBufferMemoryRequirements(ctx->device, buffer_, &req);
   VkMemoryHostPointerPropertiesEXT pointer{};
   pointer.sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT;
-  if (VkResult r = dev_->get_host_pointer_properties(
-          dev_->device, VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+  if (VkResult r = ctx->get_host_pointer_properties(
+          ctx->device, VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
           shared_.mapping.data(), &pointer);
       r != VK_SUCCESS) {
-    return VkFail(r, "vkGetMemoryHostPointerPropertiesEXT");
+    return dev_->CallFailed(*ctx, r, "vkGetMemoryHostPointerPropertiesEXT");
   }
   // Host-coherent, so host access through the mapping needs no flushes.
   const uint32_t type = FindMemoryType(
-      dev_->physical, pointer.memoryTypeBits & req.memoryTypeBits,
+      ctx->physical, pointer.memoryTypeBits & req.memoryTypeBits,
       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
   if (type == UINT32_MAX) return Fail(ENOTSUP, "no coherent memory type imports host memory");
   VkImportMemoryHostPointerInfoEXT import{};
@@ -299,13 +280,13 @@ Result<void> VulkanSlice::InitImported() {
   VkMemoryAllocateInfo alloc{};
   alloc.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
   alloc.pNext = &import;
-  alloc.allocationSize = bytes;
+  alloc.allocationSize = shared_.mapping.size();
   alloc.memoryTypeIndex = type;
-  if (VkResult r = vkAllocateMemory(dev_->device, &alloc, nullptr, &memory_); r != VK_SUCCESS) {
-    return VkFail(r, "vkAllocateMemory (host import)");
+  if (VkResult r = vkAllocateMemory(ctx->device, &alloc, nullptr, &memory_); r != VK_SUCCESS) {
+    return dev_->CallFailed(*ctx, r, "vkAllocateMemory (host import)");
   }
-  if (VkResult r = vkBindBufferMemory(dev_->device, buffer_, memory_, 0); r != VK_SUCCESS) {
-    return VkFail(r, "vkBindBufferMemory");
+  if (VkResult r = vkBindBufferMemory(ctx->device, buffer_, memory_, 0); r != VK_SUCCESS) {
+    return dev_->CallFailed(*ctx, r, "vkBindBufferMemory");
   }
   return {};
 }
@@ -340,11 +321,10 @@ Result<void> VulkanSlice::CheckDeviceLimits(const DispatchCommand& command) cons
   return {};
 }
 
-Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
-  UMDEV_TRY(CheckDispatch(size_, command));
-  UMDEV_TRY(CheckDeviceLimits(command));
-  // The driver's compiler trusts its input: refuse modules whose entry point
-  // or descriptor interface does not match what the command provides.
+// The driver's compiler trusts its input: refuse modules that are invalid
+// (SPIRV-Tools' validator for the device's Vulkan version) or whose entry
+// point, descriptors or push constants do not match what the command gives.
+Result<void> VulkanSlice::CheckInterface(const DispatchCommand& command) {
   UMDEV_ASSIGN_OR_RETURN(const SpirvInterface iface,
                          InspectSpirv(command.spirv, command.entry_point));
   if (!iface.has_entry_point) {
@@ -358,10 +338,47 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
     return Fail(EINVAL, "SPIR-V module uses descriptors the dispatch does not bind "
                         "(only set 0 and the given bindings are available)");
   }
+  if (iface.non_storage_buffer_binding) {
+    return Fail(EINVAL, "SPIR-V module binds something other than a storage buffer "
+                        "(only storage buffers are bound)");
+  }
+  UMDEV_TRY(dev_->validator.Validate(command.spirv));
+  if (iface.push_constant_bytes > command.push_constants.size()) {
+    return Fail(EINVAL, fmt::format("SPIR-V module's push-constant block is {} bytes, the "
+                                    "dispatch gives {}",
+                                    iface.push_constant_bytes, command.push_constants.size()));
+  }
+  return {};
+}
 
-  VkDevice device = dev_->device;
+Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
+  UMDEV_TRY(CheckDispatch(size_, command));
+  UMDEV_TRY(CheckDeviceLimits(command));
+  UMDEV_TRY(CheckInterface(command));
+  for (int attempt = 0; attempt < kPrepareAttempts; ++attempt) {
+    UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<VulkanContext> ctx, dev_->Current());
+    UMDEV_TRY(BindTo(ctx));
+    SubmitOutcome outcome;
+    Result<void> result = BuildAndSubmit(ctx, command, outcome);
+    if (outcome.abandoned) poisoned_ = true;
+    if (!outcome.stale) return result;
+  }
+  return Fail(EIO, "the device kept being reset while the dispatch was prepared");
+}
+
+Result<void> VulkanSlice::BuildAndSubmit(const std::shared_ptr<VulkanContext>& ctx,
+                                         const DispatchCommand& command,
+                                         SubmitOutcome& outcome) {
+  VkDevice device = ctx->device;
   DispatchObjects objects;
   objects.device = device;
+  auto failed = [&](VkResult r, std::string_view what) {
+    if (r == VK_ERROR_DEVICE_LOST) return dev_->CallFailed(*ctx, r, what);
+    if (r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY) {
+      return Fail(ENOMEM, std::string(what));
+    }
+    return Fail(EINVAL, fmt::format("{}: {}", what, VkResultName(r)));
+  };
 
   VkShaderModuleCreateInfo module_info{};
   module_info.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
@@ -369,7 +386,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
   module_info.pCode = command.spirv.data();
   if (VkResult r = vkCreateShaderModule(device, &module_info, nullptr, &objects.module);
       r != VK_SUCCESS) {
-    return Fail(r == VK_ERROR_OUT_OF_HOST_MEMORY ? ENOMEM : EINVAL, "vkCreateShaderModule");
+    return failed(r, "vkCreateShaderModule");
   }
 
   std::vector<VkDescriptorSetLayoutBinding> layout_bindings;
@@ -387,7 +404,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
   set_info.pBindings = layout_bindings.data();
   if (VkResult r = vkCreateDescriptorSetLayout(device, &set_info, nullptr, &objects.set_layout);
       r != VK_SUCCESS) {
-    return VkFail(r, "vkCreateDescriptorSetLayout");
+    return dev_->CallFailed(*ctx, r, "vkCreateDescriptorSetLayout");
   }
 
   const VkPushConstantRange push_range{.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
@@ -401,7 +418,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
   layout_info.pPushConstantRanges = &push_range;
   if (VkResult r = vkCreatePipelineLayout(device, &layout_info, nullptr, &objects.pipeline_layout);
       r != VK_SUCCESS) {
-    return VkFail(r, "vkCreatePipelineLayout");
+    return dev_->CallFailed(*ctx, r, "vkCreatePipelineLayout");
   }
 
   VkComputePipelineCreateInfo pipeline_info{};
@@ -414,9 +431,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
   if (VkResult r = vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &pipeline_info, nullptr,
                                             &objects.pipeline);
       r != VK_SUCCESS) {
-    return Fail(r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? ENOMEM
-                                                                                      : EINVAL,
-                fmt::format("vkCreateComputePipelines: {}", VkResultName(r)));
+    return failed(r, "vkCreateComputePipelines");
   }
 
   VkDescriptorSet set = VK_NULL_HANDLE;
@@ -431,7 +446,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
     pool_info.pPoolSizes = &pool_size;
     if (VkResult r = vkCreateDescriptorPool(device, &pool_info, nullptr, &objects.descriptor_pool);
         r != VK_SUCCESS) {
-      return VkFail(r, "vkCreateDescriptorPool");
+      return dev_->CallFailed(*ctx, r, "vkCreateDescriptorPool");
     }
     VkDescriptorSetAllocateInfo set_alloc{};
     set_alloc.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
@@ -439,7 +454,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
     set_alloc.descriptorSetCount = 1;
     set_alloc.pSetLayouts = &objects.set_layout;
     if (VkResult r = vkAllocateDescriptorSets(device, &set_alloc, &set); r != VK_SUCCESS) {
-      return VkFail(r, "vkAllocateDescriptorSets");
+      return dev_->CallFailed(*ctx, r, "vkAllocateDescriptorSets");
     }
     std::vector<VkDescriptorBufferInfo> infos;
     infos.reserve(command.bindings.size());
@@ -459,7 +474,7 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
                            nullptr);
   }
 
-  return dev_->Submit([&](VkCommandBuffer cmd) {
+  Result<void> result = dev_->Submit(*ctx, [&](VkCommandBuffer cmd) {
     vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, objects.pipeline);
     if (set != VK_NULL_HANDLE) {
       vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, objects.pipeline_layout, 0, 1,
@@ -471,7 +486,9 @@ Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
                          command.push_constants.data());
     }
     vkCmdDispatch(cmd, command.groups_x, command.groups_y, command.groups_z);
-  });
+  }, outcome);
+  if (outcome.abandoned) objects.KeepIn(*ctx);
+  return result;
 }
 
 // Thread-safe.
@@ -483,6 +500,7 @@ class VulkanEngine final : public Engine {
   std::string name() const override { return dev_->name; }
   uint64_t memory_capacity() const override { return dev_->capacity; }
   uint64_t memory_allocated() const override { return dev_->allocated(); }
+  uint64_t device_resets() const override { return dev_->resets(); }
 
   Result<std::unique_ptr<Slice>> CreateSlice(uint64_t size) override {
     if (size == 0 || size % kWordBytes != 0) {
@@ -498,110 +516,19 @@ class VulkanEngine final : public Engine {
   std::shared_ptr<VulkanDevice> dev_;
 };
 
-// Device-local host-visible memory first (llvmpipe, resizable-BAR GPUs), then
-// any host-visible coherent type: the daemon needs a host pointer for guest
-// copies and, later, to back BAR2.
-Result<uint32_t> PickMemoryType(VkPhysicalDevice physical, uint64_t& heap_size) {
-  VkPhysicalDeviceMemoryProperties memory{};
-  vkGetPhysicalDeviceMemoryProperties(physical, &memory);
-  const VkMemoryPropertyFlags host =
-      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  for (const VkMemoryPropertyFlags wanted : {host | VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, host}) {
-    for (uint32_t i = 0; i < memory.memoryTypeCount; ++i) {
-      if ((memory.memoryTypes[i].propertyFlags & wanted) == wanted) {
-        heap_size = memory.memoryHeaps[memory.memoryTypes[i].heapIndex].size;
-        return i;
-      }
-    }
-  }
-  return Fail(ENOTSUP, "device has no host-visible coherent memory type");
-}
-
 }  // namespace
 
 Result<std::shared_ptr<Engine>> CreateVulkanEngine(const VulkanEngineOptions& options) {
-  auto dev = std::make_shared<VulkanDevice>();
-  UMDEV_ASSIGN_OR_RETURN(dev->instance, CreateComputeInstance());
-  if (!dev->instance.valid()) return Fail(ENODEV, "no Vulkan driver installed");
-  UMDEV_ASSIGN_OR_RETURN(auto devices, EnumeratePhysicalDevices(dev->instance.get()));
-  if (options.device_index >= devices.size()) {
-    return Fail(ENODEV, fmt::format("no Vulkan device {} ({} present)", options.device_index,
-                                    devices.size()));
+  if (options.dispatch_timeout.count() <= 0) {
+    return Fail(EINVAL, "Vulkan engine: dispatch timeout must be positive");
   }
-  dev->physical = devices[options.device_index];
-
-  VkPhysicalDeviceProperties properties{};
-  vkGetPhysicalDeviceProperties(dev->physical, &properties);
-  dev->name = properties.deviceName;
-  dev->limits = properties.limits;
-
-  uint32_t family_count = 0;
-  vkGetPhysicalDeviceQueueFamilyProperties(dev->physical, &family_count, nullptr);
-  std::vector<VkQueueFamilyProperties> families(family_count);
-  vkGetPhysicalDeviceQueueFamilyProperties(dev->physical, &family_count, families.data());
-  const auto family = std::find_if(families.begin(), families.end(), [](const auto& f) {
-    return (f.queueFlags & VK_QUEUE_COMPUTE_BIT) != 0 && f.queueCount > 0;
-  });
-  if (family == families.end()) return Fail(ENODEV, fmt::format("{} has no compute queue", dev->name));
-  const uint32_t family_index = static_cast<uint32_t>(family - families.begin());
-
-  uint64_t heap_size = 0;
-  UMDEV_ASSIGN_OR_RETURN(dev->memory_type, PickMemoryType(dev->physical, heap_size));
-  dev->capacity = options.memory_limit == 0 ? heap_size : std::min(options.memory_limit, heap_size);
-
-  // Robust buffer access keeps a kernel's stray index inside its own binding,
-  // which is what keeps one slice out of another's memory on the device.
-  VkPhysicalDeviceFeatures supported{};
-  vkGetPhysicalDeviceFeatures(dev->physical, &supported);
-  if (supported.robustBufferAccess != VK_TRUE) {
-    return Fail(ENOTSUP, fmt::format("{} lacks robustBufferAccess", dev->name));
-  }
-  VkPhysicalDeviceFeatures enabled{};
-  enabled.robustBufferAccess = VK_TRUE;
-
-  const float priority = 1.0f;
-  VkDeviceQueueCreateInfo queue_info{};
-  queue_info.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
-  queue_info.queueFamilyIndex = family_index;
-  queue_info.queueCount = 1;
-  queue_info.pQueuePriorities = &priority;
-  std::vector<const char*> extensions;
-  dev->import_alignment = HostImportAlignment(dev->physical);
-  if (dev->import_alignment != 0) extensions.push_back(VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
-
-  VkDeviceCreateInfo device_info{};
-  device_info.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
-  device_info.queueCreateInfoCount = 1;
-  device_info.pQueueCreateInfos = &queue_info;
-  device_info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
-  device_info.ppEnabledExtensionNames = extensions.data();
-  device_info.pEnabledFeatures = &enabled;
-  if (VkResult r = vkCreateDevice(dev->physical, &device_info, nullptr, &dev->device);
-      r != VK_SUCCESS) {
-    return VkFail(r, "vkCreateDevice");
-  }
-  vkGetDeviceQueue(dev->device, family_index, 0, &dev->queue);
-  if (!extensions.empty()) {
-    dev->get_host_pointer_properties = reinterpret_cast<PFN_vkGetMemoryHostPointerPropertiesEXT>(
-        vkGetDeviceProcAddr(dev->device, "vkGetMemoryHostPointerPropertiesEXT"));
-    dev->host_import = dev->get_host_pointer_properties != nullptr;
-  }
-
-  VkCommandPoolCreateInfo pool_info{};
-  pool_info.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
-  pool_info.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
-  pool_info.queueFamilyIndex = family_index;
-  if (VkResult r = vkCreateCommandPool(dev->device, &pool_info, nullptr, &dev->pool);
-      r != VK_SUCCESS) {
-    return VkFail(r, "vkCreateCommandPool");
-  }
-  VkFenceCreateInfo fence_info{};
-  fence_info.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
-  if (VkResult r = vkCreateFence(dev->device, &fence_info, nullptr, &dev->fence);
-      r != VK_SUCCESS) {
-    return VkFail(r, "vkCreateFence");
-  }
-  return std::make_shared<VulkanEngine>(std::move(dev));
+  UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<VulkanContext> ctx,
+                         CreateVulkanContext(options.device_index, std::nullopt));
+  const uint64_t capacity = options.memory_limit == 0
+                                ? ctx->heap_size
+                                : std::min(options.memory_limit, ctx->heap_size);
+  return std::make_shared<VulkanEngine>(
+      std::make_shared<VulkanDevice>(options, std::move(ctx), capacity));
 }
 
 }  // namespace umdev::vendor::gpu

@@ -68,7 +68,7 @@ Result<VulkanInstance> CreateComputeInstance() {
   app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
   app.pApplicationName = "umdevd";
   app.pEngineName = "umdev";
-  app.apiVersion = VK_API_VERSION_1_1;
+  app.apiVersion = kInstanceApiVersion;
   VkInstanceCreateInfo info{};
   info.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
   info.pApplicationInfo = &app;

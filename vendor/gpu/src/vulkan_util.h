@@ -38,6 +38,10 @@ class VulkanInstance {
   VkInstance instance_ = VK_NULL_HANDLE;
 };
 
+// The API version instances ask for; a device's usable version is the
+// smaller of this and its own.
+inline constexpr uint32_t kInstanceApiVersion = VK_API_VERSION_1_1;
+
 // A Vulkan 1.1 instance for compute (no surfaces, no layers). When the loader
 // finds no driver the result holds an invalid instance rather than an error,
 // so callers can treat "no Vulkan" as "no devices".

@@ -2,6 +2,7 @@
 // and the per-instance device memory every command is confined to.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -86,6 +87,9 @@ class Engine {
   // The device memory slices may take in total, and what is taken now.
   virtual uint64_t memory_capacity() const = 0;
   virtual uint64_t memory_allocated() const = 0;
+  // How often the engine abandoned its device and made a fresh one after a
+  // command ran past the dispatch timeout or the device was lost (Vulkan).
+  virtual uint64_t device_resets() const { return 0; }
 
   // A zeroed slice of |size| bytes (a multiple of 4, not 0: EINVAL); ENOSPC
   // when the capacity left is smaller. The slice returns its memory when
@@ -98,9 +102,16 @@ struct VulkanEngineOptions {
   uint32_t device_index = 0;
   // 0: the size of the heap slices are allocated from.
   uint64_t memory_limit = 0;
+  // The longest one submission (a DISPATCH, COPY or FILL) may run: past it
+  // the command fails with ETIMEDOUT and the engine resets its device. > 0.
+  std::chrono::milliseconds dispatch_timeout{2000};
+  // Resets after which the engine gives up: every later command fails with
+  // EIO (each reset on llvmpipe leaves the runaway kernel's threads spinning).
+  uint32_t max_device_resets = 8;
 };
 
-// ENODEV when the loader has no such device or it has no compute queue.
+// ENODEV when the loader has no such device or it has no compute queue;
+// EINVAL for a dispatch_timeout of 0.
 Result<std::shared_ptr<Engine>> CreateVulkanEngine(const VulkanEngineOptions& options);
 
 struct CpuEngineOptions {

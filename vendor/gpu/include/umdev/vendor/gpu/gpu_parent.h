@@ -2,6 +2,7 @@
 // the host CPU) carved into MIG-style fixed fractions.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct GpuParentOptions {
   Placement placement = Placement::kHeterogeneous;
   uint16_t vendor_id = regs::kDefaultVendorId;
   uint16_t device_id = regs::kDefaultDeviceId;
+  // Vulkan: the longest one command may run on the device before it fails
+  // with ETIMEDOUT and the engine resets its device.
+  std::chrono::milliseconds dispatch_timeout = VulkanEngineOptions{}.dispatch_timeout;
   // The parent's scheduler (best effort by default, as NVIDIA vGPU). Each
   // instance attaches with its type's compute share.
   SchedulerOptions scheduler;
