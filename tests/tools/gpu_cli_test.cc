@@ -32,8 +32,8 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
   EXPECT_NE(after.out.find("gpu-1of8\n    Available instances: 4\n"), std::string::npos)
       << after.out;
   EXPECT_EQ(Ctl("attr -u " + std::string(kU1)).out,
-            "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\npreempted=0\nyielded=0\n"
-            "throttled=0\n");
+            "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\ntimeouts=0\npreempted=0\n"
+            "yielded=0\nthrottled=0\n");
   ASSERT_EQ(Ctl("stop -u " + std::string(kU1)).status, 0);
   EXPECT_NE(Ctl("types").out.find("gpu-1of1\n    Available instances: 1\n"), std::string::npos);
 }

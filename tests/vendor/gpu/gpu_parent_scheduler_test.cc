@@ -158,7 +158,8 @@ TEST(GpuParentSchedulerTest, SchedulerCountersAreDeviceAttributes) {
   std::vector<std::string> names;
   for (const DeviceAttribute& a : (*device)->Attributes()) names.push_back(a.name);
   EXPECT_EQ(names, (std::vector<std::string>{"busy_ns", "commands", "bytes", "errors",
-                                              "preempted", "yielded", "throttled"}));
+                                              "timeouts", "preempted", "yielded",
+                                              "throttled"}));
   EXPECT_EQ((*device)->ReadAttribute("preempted").value_or(""), "3");
   EXPECT_EQ((*device)->ReadAttribute("yielded").value_or(""), "4");
   EXPECT_EQ((*device)->ReadAttribute("throttled").value_or(""), "5");

@@ -4,6 +4,7 @@
 #include <string>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "umdev/vendor/gpu/guest_pin_cache.h"
 #include "slice_bounds.h"
@@ -282,6 +283,11 @@ Result<uint64_t> GpuDevice::ExecuteDispatch(const std::byte* entry, uint64_t gen
   UMDEV_TRY(CheckSliceRange(slice_size, entry_offset, 1, "DISPATCH entry name"));
   UMDEV_TRY(CheckSliceRange(slice_size, args_offset, kArgsHeaderSize, "DISPATCH arguments"));
 
+  if (runaway_kernels_.load() >= kMaxRunawayKernels) {
+    return Fail(EIO, fmt::format("gpu: DISPATCH refused: {} kernels of this tenant ran past the "
+                                 "timeout (closing the device clears this)",
+                                 runaway_kernels_.load()));
+  }
   MutexLock exec(exec_mu_);
   UMDEV_TRY(CheckGeneration(generation));
   // The entry point's name: NUL-terminated within kMaxEntryName bytes.
@@ -322,7 +328,13 @@ Result<uint64_t> GpuDevice::ExecuteDispatch(const std::byte* entry, uint64_t gen
     UMDEV_TRY(slice_->Read(module_offset, std::as_writable_bytes(std::span(module))));
   }
   command.spirv = module;
-  UMDEV_TRY(slice_->Dispatch(command));
+  Result<void> ran = slice_->Dispatch(command);
+  if (!ran.has_value() && ran.error().code == ETIMEDOUT) {
+    const uint32_t runaways = runaway_kernels_.fetch_add(1) + 1;
+    spdlog::warn("gpu: a DISPATCH ran past the timeout ({} of {} allowed for this tenant): {}",
+                 runaways, kMaxRunawayKernels, ran.error().Describe());
+  }
+  UMDEV_TRY(ran);
   return 0;
 }
 

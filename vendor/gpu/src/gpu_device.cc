@@ -133,6 +133,7 @@ void GpuDevice::ResetFunction(bool config_too) {
 
 void GpuDevice::Close() {
   DropMigration();  // The next user finds a running device.
+  runaway_kernels_ = 0;  // A new tenant starts with a clean record.
   irqs_.DisableAll();
   ResetFunction(false);
 }
@@ -430,8 +431,8 @@ GpuDeviceStats GpuDevice::stats() const {
 
 std::vector<DeviceAttribute> GpuDevice::Attributes() {
   return {{.name = "busy_ns"},   {.name = "commands"}, {.name = "bytes"},
-          {.name = "errors"},    {.name = "preempted"}, {.name = "yielded"},
-          {.name = "throttled"}};
+          {.name = "errors"},    {.name = "timeouts"},  {.name = "preempted"},
+          {.name = "yielded"},   {.name = "throttled"}};
 }
 
 Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
@@ -440,6 +441,7 @@ Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
   if (name == "commands") return std::to_string(s.commands);
   if (name == "bytes") return std::to_string(s.bytes);
   if (name == "errors") return std::to_string(s.errors);
+  if (name == "timeouts") return std::to_string(runaway_kernels_.load());
   const QueueStats q = attachment_ ? attachment_->Stats() : QueueStats{};
   if (name == "preempted") return std::to_string(q.preempted);
   if (name == "yielded") return std::to_string(q.yielded);

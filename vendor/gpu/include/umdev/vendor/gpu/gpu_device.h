@@ -86,10 +86,17 @@ class GpuDevice final : public DeviceOps,
   bool pins_pages() const override { return true; }
   DmaUnmapListener* dma_unmap_listener() override { return this; }
   MigrationOps* migration() override { return this; }
-  // busy_ns, commands, bytes, errors (the device's counts, as in BAR0), and
-  // the runner's preempted, yielded, throttled (read-only).
+  // busy_ns, commands, bytes, errors (the device's counts, as in BAR0),
+  // timeouts (DISPATCHes that ran past the engine's timeout, this tenant),
+  // and the runner's preempted, yielded, throttled (read-only).
   std::vector<DeviceAttribute> Attributes() override;
   Result<std::string> ReadAttribute(std::string_view name) override;
+
+  // DISPATCHes of one tenant that may run past the engine's timeout: each
+  // costs the whole parent a device reset (and on llvmpipe threads that go
+  // on spinning), so after this many its DISPATCH is refused with EIO until
+  // the VMM closes the device (a guest reset does not clear it).
+  static constexpr uint32_t kMaxRunawayKernels = 2;
 
   // CommandQueue: one ring entry, or one piece of a long COPY or FILL.
   std::optional<CommandCost> RunOne() override;
@@ -230,6 +237,8 @@ class GpuDevice final : public DeviceOps,
   Mutex unmap_mu_;  // A leaf: taken with nothing else, or inside exec_mu_.
   std::vector<std::pair<uint64_t, uint64_t>> unmapped_ UMDEV_GUARDED_BY(unmap_mu_);
   std::atomic<uint64_t> unmap_notices_{0};
+  // DISPATCHes of this tenant that ran past the engine's timeout.
+  std::atomic<uint32_t> runaway_kernels_{0};
 
   mutable Mutex mu_;
   CondVar cv_;  // An entry finished or the queue changed.
