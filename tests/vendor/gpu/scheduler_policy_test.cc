@@ -1,5 +1,5 @@
 // The GPU scheduler's policies: round-robin order, the share each queue gets
-// over many commands, the caps and the starvation bounds of docs/gpu.md,
+// over many commands, the caps and the starvation bounds of docs/gpu-scheduler.md,
 // all computed in simulated time so no assertion depends on real timing.
 #include <algorithm>
 #include <atomic>
@@ -200,7 +200,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, StarvationTest,
                                            SchedulingPolicy::kFixedShare),
                          PolicyName);
 
-// The bound of docs/gpu.md: a queue that gets work while others are greedy
+// The bound of docs/gpu-scheduler.md: a queue that gets work while others are greedy
 // runs after at most one turn of each other queue, a turn being at most a
 // slice plus the command that crosses it.
 TEST_P(StarvationTest, ANewlyBusyQueueRunsWithinOneTurnOfEachOther) {

@@ -1,4 +1,4 @@
-// GpuDevice's migration (docs/gpu.md, "Migration"): single arcs of the VFIO
+// GpuDevice's migration (docs/gpu-migration.md): single arcs of the VFIO
 // migration v2 state machine, a saving stream that sends the slice during
 // PRE_COPY and re-sends what changed, and a resuming stream checked as it
 // arrives.

@@ -1,6 +1,6 @@
 // The per-parent scheduler: round robin over queues with work, turns bounded
 // by the time slice, and for the share policies a token bucket per queue
-// refilled at the queue's share of wall-clock time (docs/gpu.md, "Scheduler").
+// refilled at the queue's share of wall-clock time (docs/gpu-scheduler.md).
 #include "umdev/vendor/gpu/scheduler.h"
 
 #include <pthread.h>

@@ -141,7 +141,7 @@ class GpuDevice final : public DeviceOps,
   // Stops the queue, discards the entry in flight and zeroes the slice.
   void ResetFunction(bool config_too) UMDEV_EXCLUDES(exec_mu_, mu_);
 
-  // MigrationOps (gpu_migration.cc; docs/gpu.md, "Migration").
+  // MigrationOps (gpu_migration.cc; docs/gpu-migration.md).
   uint64_t flags() const override;
   vfio_device_mig_state GetState() override UMDEV_EXCLUDES(mig_mu_);
   Result<void> SetState(vfio_device_mig_state next) override UMDEV_EXCLUDES(mig_mu_);

@@ -15,7 +15,7 @@
 
 namespace umdev::vendor::gpu {
 
-// The three policies NVIDIA vGPU offers (docs/gpu.md, "Scheduler").
+// The three policies NVIDIA vGPU offers (docs/gpu-scheduler.md).
 enum class SchedulingPolicy {
   // Round robin over queues with work; idle capacity goes to whoever has work.
   kBestEffort,
