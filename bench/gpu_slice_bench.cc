@@ -98,17 +98,7 @@ class InstanceDma final : public DmaAccess {
   DmaUnmapListener* owner_ = nullptr;
 };
 
-struct Entry {
-  std::byte bytes[kEntrySize] = {};
-  Entry& U32(uint32_t at, uint32_t v) {
-    std::memcpy(bytes + at, &v, 4);
-    return *this;
-  }
-  Entry& U64(uint32_t at, uint64_t v) {
-    std::memcpy(bytes + at, &v, 8);
-    return *this;
-  }
-};
+using Entry = RingEntry;
 
 // A gpu instance of |parent| with its ring at |ring_iova|, driven through
 // BAR0 as a guest driver would. Used by the bench thread only.

@@ -122,17 +122,7 @@ class GpuQemuTest : public ::testing::TestWithParam<Setup> {
   std::string uuid_;
 };
 
-struct Entry {
-  uint8_t bytes[kEntrySize] = {};
-  Entry& U32(uint32_t at, uint32_t v) {
-    std::memcpy(bytes + at, &v, 4);
-    return *this;
-  }
-  Entry& U64(uint32_t at, uint64_t v) {
-    std::memcpy(bytes + at, &v, 8);
-    return *this;
-  }
-};
+using Entry = RingEntry;
 
 TEST_P(GpuQemuTest, VectorAddThroughTheRingWithFenceAndMsix) {
   EXPECT_EQ(qemu_->ConfigRead16(kSlot, 0, 0x00), kDefaultVendorId);

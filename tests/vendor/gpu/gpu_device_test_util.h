@@ -80,17 +80,7 @@ class Type1Dma final : public DmaAccess {
 };
 
 // A 64-byte ring entry under construction.
-struct Desc {
-  std::byte bytes[kEntrySize] = {};
-  Desc& U32(uint32_t at, uint32_t v) {
-    std::memcpy(bytes + at, &v, 4);
-    return *this;
-  }
-  Desc& U64(uint32_t at, uint64_t v) {
-    std::memcpy(bytes + at, &v, 8);
-    return *this;
-  }
-};
+using Desc = RingEntry;
 
 inline Desc Copy(uint32_t flags, uint64_t src, uint64_t dst, uint64_t size) {
   return Desc().U32(kEntryOpcode, kOpCopy).U32(kEntryFlags, flags).U64(kCopySrc, src)

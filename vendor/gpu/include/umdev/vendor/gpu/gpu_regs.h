@@ -3,7 +3,9 @@
 // the 64-byte command descriptors. A guest driver and the tests rely on it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace umdev::vendor::gpu::regs {
 
@@ -97,5 +99,19 @@ inline constexpr uint32_t kMaxModuleSize = 1u << 20;
 inline constexpr uint32_t kFenceIova = 8;
 inline constexpr uint32_t kFenceValue = 16;
 inline constexpr uint32_t kFenceInterrupt = 1u << 0;
+
+// One ring entry being encoded, as a guest driver writes it: fields at the
+// offsets above, little-endian (as x86-64 stores them).
+struct RingEntry {
+  std::byte bytes[kEntrySize] = {};
+  RingEntry& U32(uint32_t at, uint32_t value) {
+    std::memcpy(bytes + at, &value, sizeof(value));
+    return *this;
+  }
+  RingEntry& U64(uint32_t at, uint64_t value) {
+    std::memcpy(bytes + at, &value, sizeof(value));
+    return *this;
+  }
+};
 
 }  // namespace umdev::vendor::gpu::regs
