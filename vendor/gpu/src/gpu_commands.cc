@@ -23,16 +23,6 @@ T Load(const std::byte* at) {
   return value;
 }
 
-// [offset, offset + size) inside a slice of |slice_size| bytes, overflow-safe.
-Result<void> CheckSliceRange(uint64_t slice_size, uint64_t offset, uint64_t size,
-                             const char* what) {
-  if (offset > slice_size || size > slice_size - offset) {
-    return Fail(EFAULT, fmt::format("gpu: {} [{:#x}, +{:#x}) outside the slice", what, offset,
-                                    size));
-  }
-  return {};
-}
-
 }  // namespace
 
 std::optional<CommandCost> GpuDevice::RunOne() { return RunPiece(false); }
@@ -40,6 +30,7 @@ std::optional<CommandCost> GpuDevice::RunOne() { return RunPiece(false); }
 std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
   EntryInFlight current;
   bool resumed = false;
+  uint64_t entry_iova = 0;  // Where a fresh entry is read from.
   {
     MutexLock lock(mu_);
     const bool runnable = (queue_ctrl_ & kQueueEnable) != 0 && error_code_ == 0;
@@ -63,6 +54,7 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
       }
       current.index = head_;
       current.generation = generation_;
+      entry_iova = queue_base_ + uint64_t{head_ % queue_size_} * kEntrySize;
     }
     running_ = true;
   }
@@ -73,11 +65,6 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
     {
       MutexLock lock(unmap_mu_);
       unmapped_.clear();
-    }
-    uint64_t entry_iova = 0;
-    {
-      MutexLock lock(mu_);
-      entry_iova = queue_base_ + uint64_t{current.index % queue_size_} * kEntrySize;
     }
     if (!dma_.DmaRead(entry_iova, current.bytes).has_value()) {
       moved = Fail(EFAULT, "gpu: ring entry unreadable");
@@ -200,14 +187,13 @@ Result<uint64_t> GpuDevice::ExecuteCopy(const std::byte* entry, uint64_t generat
   if (src_guest && dst_guest) return Fail(EINVAL, "gpu: COPY guest to guest");
   if (size == 0) return Fail(EINVAL, "gpu: COPY of 0 bytes");
   const uint64_t piece = std::min(size - done, kPieceBytes);
-  if (src_guest) {
-    UMDEV_TRY(CheckSliceRange(slice_->size(), dst, size, "COPY destination"));
-    if (src + size < src) return Fail(EFAULT, "gpu: guest range wraps");
-    UMDEV_TRY(CopyGuest(src + done, dst + done, piece, true, generation));
-  } else if (dst_guest) {
-    UMDEV_TRY(CheckSliceRange(slice_->size(), src, size, "COPY source"));
-    if (dst + size < dst) return Fail(EFAULT, "gpu: guest range wraps");
-    UMDEV_TRY(CopyGuest(dst + done, src + done, piece, false, generation));
+  if (src_guest || dst_guest) {
+    const uint64_t iova = src_guest ? src : dst;
+    const uint64_t offset = src_guest ? dst : src;
+    UMDEV_TRY(CheckRange(slice_->size(), offset, size,
+                         src_guest ? "COPY destination" : "COPY source"));
+    if (iova + size < iova) return Fail(EFAULT, "gpu: guest range wraps");
+    UMDEV_TRY(CopyGuest(iova + done, offset + done, piece, src_guest, generation));
   } else {
     UMDEV_TRY(CheckCopy(slice_->size(), dst, src, size));
     MutexLock exec(exec_mu_);
@@ -224,10 +210,10 @@ Result<uint64_t> GpuDevice::ExecuteCopy(const std::byte* entry, uint64_t generat
 // exec_mu_: an unmap waits for the run being copied, and a later run finds
 // the range in unmapped_ and fails with EFAULT, so no byte goes to or comes
 // from memory the guest no longer maps. Memory without an fd (message DMA)
-// cannot be pinned; it is copied with dma_rw through a bounce buffer.
+// cannot be pinned; it is copied with dma_rw through a bounce buffer. The
+// caller has checked the whole command's guest range does not wrap.
 Result<void> GpuDevice::CopyGuest(uint64_t iova, uint64_t offset, uint64_t size, bool to_slice,
                                   uint64_t generation) {
-  if (iova + size < iova) return Fail(EFAULT, "gpu: guest range wraps");
   const uint32_t prot = to_slice ? kProtRead : kProtWrite;
   std::vector<std::byte> bounce;
   uint64_t done = 0;
@@ -279,9 +265,9 @@ Result<uint64_t> GpuDevice::ExecuteDispatch(const std::byte* entry, uint64_t gen
   if (module_size % 4 != 0 || module_size > kMaxModuleSize) {
     return Fail(EINVAL, fmt::format("gpu: DISPATCH module of {} bytes", module_size));
   }
-  UMDEV_TRY(CheckSliceRange(slice_size, module_offset, module_size, "DISPATCH module"));
-  UMDEV_TRY(CheckSliceRange(slice_size, entry_offset, 1, "DISPATCH entry name"));
-  UMDEV_TRY(CheckSliceRange(slice_size, args_offset, kArgsHeaderSize, "DISPATCH arguments"));
+  UMDEV_TRY(CheckRange(slice_size, module_offset, module_size, "DISPATCH module"));
+  UMDEV_TRY(CheckRange(slice_size, entry_offset, 1, "DISPATCH entry name"));
+  UMDEV_TRY(CheckRange(slice_size, args_offset, kArgsHeaderSize, "DISPATCH arguments"));
 
   if (runaway_kernels_.load() >= kMaxRunawayKernels) {
     return Fail(EIO, fmt::format("gpu: DISPATCH refused: {} kernels of this tenant ran past the "
@@ -311,7 +297,7 @@ Result<uint64_t> GpuDevice::ExecuteDispatch(const std::byte* entry, uint64_t gen
                                     binding_count, push_size));
   }
   const uint64_t tail_bytes = uint64_t{binding_count} * kArgsBindingSize + push_size;
-  UMDEV_TRY(CheckSliceRange(slice_size, args_offset + kArgsHeaderSize, tail_bytes,
+  UMDEV_TRY(CheckRange(slice_size, args_offset + kArgsHeaderSize, tail_bytes,
                             "DISPATCH arguments"));
   std::vector<std::byte> tail(tail_bytes);
   if (!tail.empty()) UMDEV_TRY(slice_->Read(args_offset + kArgsHeaderSize, tail));
