@@ -87,6 +87,40 @@ TEST_F(GuestPinCacheTest, OnePinServesTheWholeBlock) {
   EXPECT_EQ(dma_.pins(), 1);
 }
 
+// A block over two mappings of different files: its pages are not one host
+// run (unless mmap placed them back to back), so Find() returns runs that
+// end where host memory stops following on; read in order, every byte
+// comes from the right file.
+TEST_F(GuestPinCacheTest, RunsFollowHostMemoryAcrossMappings) {
+  constexpr uint64_t kHalf = kMiB / 2;
+  UniqueFd other(::memfd_create("pin-cache-other", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(other.get(), kHalf), 0);
+  ASSERT_EQ(::pwrite(other.get(), std::vector<uint8_t>(kHalf, 0xbb).data(), kHalf, 0),
+            static_cast<ssize_t>(kHalf));
+  std::memset(view_.data(), 0xaa, kHalf);
+  for (const auto& [iova, fd] : {std::pair{kBase, fd_.get()}, std::pair{kBase + kHalf,
+                                                                         other.get()}}) {
+    ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = iova, .size = kHalf,
+                                           .prot = kProtRead | kProtWrite,
+                                           .fd = UniqueFd(::dup(fd)), .offset = 0})
+                    .has_value());
+  }
+  GuestPinCache& cache = Cache();
+  std::vector<uint8_t> seen;
+  for (uint64_t at = kBase; at < kBase + kMiB;) {
+    auto run = cache.Find(at, kBase + kMiB - at, kProtRead);
+    ASSERT_TRUE(run.has_value()) << run.error().Describe();
+    ASSERT_GT(run->size(), 0u);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(run->data());
+    seen.insert(seen.end(), bytes, bytes + run->size());
+    at += run->size();
+  }
+  EXPECT_EQ(cache.misses(), 1u);  // One pin for the block.
+  std::vector<uint8_t> expect(kHalf, 0xaa);
+  expect.resize(kMiB, 0xbb);
+  EXPECT_EQ(seen, expect);
+}
+
 TEST_F(GuestPinCacheTest, NarrowsToThePagesNeededWhereTheBlockIsNotAllMapped) {
   MapGuest(16 * 4096);
   GuestPinCache& cache = Cache();

@@ -43,6 +43,7 @@ Result<std::span<std::byte>> GuestPinCache::Find(uint64_t iova, uint64_t len, ui
   const uint64_t avail = std::min(want, end - iova);
   size_t index = (page - block->first) / kPageSize;
   auto* host = static_cast<std::byte*>(pages[index]) + (iova - page);
+  if (block->contiguous) return std::span<std::byte>(host, avail);
   // Extend over pages that follow in host memory too: one memcpy for the run.
   uint64_t run = std::min(avail, kPageSize - (iova - page));
   while (run < avail && index + 1 < pages.size() &&
@@ -78,8 +79,14 @@ Result<GuestPinCache::Block*> GuestPinCache::PinBlock(uint64_t block_iova, uint6
     EvictDownTo(budget_pages_ - std::min(budget_pages_, a.npage));
     auto pinned = PinnedPages::Pin(dma_, a.first, static_cast<int>(a.npage), a.prot);
     if (pinned.has_value()) {
+      const std::vector<void*>& pages = pinned->pages();
+      bool contiguous = true;
+      for (size_t p = 1; p < pages.size() && contiguous; ++p) {
+        contiguous = pages[p] == static_cast<std::byte*>(pages[p - 1]) + kPageSize;
+      }
       auto [it, inserted] = blocks_.try_emplace(block_iova);
-      it->second = Block{.pins = std::move(*pinned), .first = a.first, .prot = a.prot};
+      it->second = Block{.pins = std::move(*pinned), .first = a.first, .prot = a.prot,
+                         .contiguous = contiguous};
       pinned_pages_ += a.npage;
       return &it->second;
     }

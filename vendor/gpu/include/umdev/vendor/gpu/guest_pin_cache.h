@@ -55,6 +55,9 @@ class GuestPinCache {
     uint64_t first = 0;    // IOVA of the first pinned page.
     uint32_t prot = 0;
     uint64_t last_use = 0;
+    // Every page follows the one before in host memory (a guest RAM mapping
+    // always does): then a run is the whole rest of the request.
+    bool contiguous = false;
   };
 
   Result<Block*> PinBlock(uint64_t block_iova, uint64_t page_iova, uint64_t end, uint32_t prot);
