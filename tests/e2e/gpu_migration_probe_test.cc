@@ -14,8 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "e2e/umdevd_process.h"
-#include "umdev/common/uuid.h"
+#include "e2e/two_daemon_probe_test.h"
 
 namespace umdev::test {
 namespace {
@@ -24,52 +23,14 @@ namespace fs = std::filesystem;
 
 using Output = ShellOutput;
 
-Output Shell(const std::string& command) { return RunShell(command); }
-
-class GpuMigrationProbeTest : public ::testing::Test {
+class GpuMigrationProbeTest : public TwoDaemonProbeTest {
  protected:
-  void SetUp() override {
-    // Short: DIR/state/vfio-user/<uuid>.sock must fit sun_path.
-    char pattern[] = "/tmp/umg-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-    source_.emplace(StartDaemon("src"));
-    destination_.emplace(StartDaemon("dst"));
-  }
+  GpuMigrationProbeTest()
+      : TwoDaemonProbeTest(R"({"parents":[{"driver":"gpu","engine":"cpu","memory":"16M"}]})",
+                           "/tmp/umg-XXXXXX") {}
 
-  void TearDown() override {
-    if (HasFailure()) {
-      if (source_) std::cerr << "source umdevd log:\n" << source_->Log();
-      if (destination_) std::cerr << "destination umdevd log:\n" << destination_->Log();
-    }
-    source_.reset();
-    destination_.reset();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  UmdevdProcess StartDaemon(const std::string& name) {
-    auto daemon = UmdevdProcess::Start(
-        UMDEVD, dir_ / name, R"({"parents":[{"driver":"gpu","engine":"cpu","memory":"16M"}]})");
-    if (!daemon.has_value()) {
-      ADD_FAILURE() << daemon.error().Describe();
-      std::abort();
-    }
-    return std::move(*daemon);
-  }
-
-  std::string CreateGpu(const UmdevdProcess& daemon, const std::string& type) {
-    const std::string uuid = Uuid::Generate().ToString();
-    auto out = daemon.Ctl(UMDEVCTL, "start -p gpu-cpu -t " + type + " -u " + uuid);
-    EXPECT_TRUE(out.has_value()) << out.error().Describe();
-    return daemon.SocketOf(uuid).string();
-  }
-
-  static Output Probe(const std::string& socket, const std::string& args,
-                      const std::string& script = "") {
-    std::string command = std::string(UMDEV_PROBE) + " --socket " + socket + " " + args;
-    if (!script.empty()) command = "printf '%s' '" + script + "' | " + command;
-    return Shell(command + " 2>&1");
+  static std::string CreateGpu(const UmdevdProcess& daemon, const std::string& type) {
+    return CreateInstance(daemon, "gpu-cpu", type);
   }
 
   // Every step on one connection: the last close resets a gpu function.
@@ -103,9 +64,6 @@ class GpuMigrationProbeTest : public ::testing::Test {
       "read 2 0 4\nread 2 0x5000 4\nread 2 0x7ffffc 4\nread 2 0x6000 4\n"
       "read 0 32 4\nread 0 40 4\nread 0 44 4\nread 0 76 4\n";
 
-  fs::path dir_;
-  std::optional<UmdevdProcess> source_;
-  std::optional<UmdevdProcess> destination_;
 };
 
 TEST_F(GpuMigrationProbeTest, SliceRegistersAndRingMoveToAnotherDaemon) {

@@ -15,8 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "e2e/umdevd_process.h"
-#include "umdev/common/uuid.h"
+#include "e2e/two_daemon_probe_test.h"
 
 namespace umdev::test {
 namespace {
@@ -33,55 +32,13 @@ constexpr size_t kPort0RxCountOffset = 24 + 11;
 
 using Output = ShellOutput;
 
-Output Shell(const std::string& command) { return RunShell(command); }
-
-class MttyMigrationProbeTest : public ::testing::Test {
+class MttyMigrationProbeTest : public TwoDaemonProbeTest {
  protected:
-  void SetUp() override {
-    // Short: DIR/state/vfio-user/<uuid>.sock must fit sun_path.
-    char pattern[] = "/tmp/umm-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-    source_.emplace(StartDaemon("src"));
-    destination_.emplace(StartDaemon("dst"));
-  }
+  MttyMigrationProbeTest()
+      : TwoDaemonProbeTest(R"({"parents":[{"driver":"mtty"}]})", "/tmp/umm-XXXXXX") {}
 
-  void TearDown() override {
-    if (HasFailure()) {
-      if (source_) std::cerr << "source umdevd log:\n" << source_->Log();
-      if (destination_) std::cerr << "destination umdevd log:\n" << destination_->Log();
-    }
-    source_.reset();
-    destination_.reset();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  UmdevdProcess StartDaemon(const std::string& name) {
-    auto daemon = UmdevdProcess::Start(UMDEVD, dir_ / name, R"({"parents":[{"driver":"mtty"}]})");
-    if (!daemon.has_value()) {
-      ADD_FAILURE() << daemon.error().Describe();
-      std::abort();
-    }
-    return std::move(*daemon);
-  }
-
-  // Creates an instance of |type| on |daemon| and returns its socket path.
-  std::string CreateMtty(const UmdevdProcess& daemon, const std::string& type = "mtty-1") {
-    const std::string uuid = Uuid::Generate().ToString();
-    auto out = daemon.Ctl(UMDEVCTL, "start -p mtty -t " + type + " -u " + uuid);
-    EXPECT_TRUE(out.has_value()) << out.error().Describe();
-    return daemon.SocketOf(uuid).string();
-  }
-
-  // One umdev-probe command (or, with "-", a script in |script|).
-  static Output Probe(const std::string& socket, const std::string& args,
-                      const std::string& script = "") {
-    std::string command = std::string(UMDEV_PROBE) + " --socket " + socket + " " + args;
-    if (!script.empty()) {
-      command = "printf '%s' '" + script + "' | " + command;
-    }
-    return Shell(command + " 2>&1");
+  static std::string CreateMtty(const UmdevdProcess& daemon, const std::string& type = "mtty-1") {
+    return CreateInstance(daemon, "mtty", type);
   }
 
   static unsigned ReadReg(const std::string& socket, int offset) {
@@ -130,9 +87,6 @@ class MttyMigrationProbeTest : public ::testing::Test {
         .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
 
-  fs::path dir_;
-  std::optional<UmdevdProcess> source_;
-  std::optional<UmdevdProcess> destination_;
 };
 
 TEST_F(MttyMigrationProbeTest, RegistersAndFifoBytesMoveToAnotherDaemon) {
