@@ -1,6 +1,8 @@
 // DeviceIrqs: SET_IRQS semantics of drivers/vfio/pci/vfio_pci_intrs.c over eventfds.
 #include "umdev/irq/device_irqs.h"
 
+#include "umdev/common/eventfd.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,12 +15,8 @@ namespace {
 constexpr uint32_t kDataMask = VFIO_IRQ_SET_DATA_TYPE_MASK;
 constexpr uint32_t kActionMask = VFIO_IRQ_SET_ACTION_TYPE_MASK;
 
-void Signal(const UniqueFd& fd) {
-  if (!fd) return;
-  const uint64_t one = 1;
-  // EAGAIN only at a counter of 2^64-2: the interrupt is pending already.
-  [[maybe_unused]] ssize_t n = ::write(fd.get(), &one, sizeof(one));
-}
+// The client owns the other end: the write never blocks (see SignalEventFd).
+void Signal(const UniqueFd& fd) { SignalEventFd(fd.get()); }
 
 std::string Context(const IrqSet& set, std::string_view why) {
   return fmt::format("set irqs index {} start {} count {}: {}", set.index, set.start, set.count,

@@ -1,6 +1,8 @@
 // VirqfdLoop: one epoll thread that reads fired eventfds and runs their callbacks.
 #include "umdev/irq/virqfd.h"
 
+#include "umdev/common/eventfd.h"
+
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -27,12 +29,8 @@ struct Entry {
 };
 
 // Clears an eventfd's counter without blocking; false if it was not signalled.
-bool ReadCounter(int fd) {
-  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
-  if (::poll(&p, 1, 0) != 1 || (p.revents & POLLIN) == 0) return false;
-  uint64_t value = 0;
-  return ::read(fd, &value, sizeof(value)) == static_cast<ssize_t>(sizeof(value));
-}
+// The client may read the fd too, or make it blocking: DrainEventFd is bounded.
+bool ReadCounter(int fd) { return DrainEventFd(fd); }
 
 }  // namespace
 

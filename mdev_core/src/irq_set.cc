@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "umdev/common/eventfd.h"
+
 #include <bit>
 
 namespace umdev {
@@ -32,6 +34,11 @@ Result<void> ValidateIrqSet(const IrqInfo& info, const IrqSet& set) {
   }
   if (data == VFIO_IRQ_SET_DATA_EVENTFD && (info.flags & VFIO_IRQ_INFO_EVENTFD) == 0) {
     return Fail(EINVAL, context("the IRQ does not signal eventfds"));
+  }
+  // eventfd_ctx_fdget(): a trigger or resampler must be an eventfd; -1
+  // de-assigns. A pipe or socket could fill and block the signalling thread.
+  for (const UniqueFd& fd : set.fds) {
+    if (fd.valid() && !IsEventFd(fd.get())) return Fail(EINVAL, context("fd is not an eventfd"));
   }
   return {};
 }
