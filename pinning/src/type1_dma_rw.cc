@@ -7,6 +7,7 @@
 
 #include "access_plan.h"
 #include "dma_region.h"
+#include "umdev/common/guest_memory.h"
 #include "umdev/common/scope_exit.h"
 #include "umdev/pinning/type1_backend.h"
 
@@ -29,7 +30,7 @@ Result<void> Type1Backend::DmaRead(uint64_t iova, std::span<std::byte> out) {
   for (const Segment& segment : plan.segments()) {
     std::span<std::byte> piece = out.subspan(segment.buffer_offset, segment.length);
     if (segment.host != nullptr) {
-      std::memcpy(piece.data(), segment.host, piece.size());
+      UMDEV_TRY(CopyGuestMemory(piece.data(), segment.host, piece.size()));
     } else {
       UMDEV_TRY(plan.channel->DmaRead(segment.iova, piece));
     }
@@ -50,7 +51,7 @@ Result<void> Type1Backend::DmaWrite(uint64_t iova, std::span<const std::byte> da
   for (const Segment& segment : plan.segments()) {
     std::span<const std::byte> piece = data.subspan(segment.buffer_offset, segment.length);
     if (segment.host != nullptr) {
-      std::memcpy(segment.host, piece.data(), piece.size());
+      UMDEV_TRY(CopyGuestMemory(segment.host, piece.data(), piece.size()));
     } else {
       UMDEV_TRY(plan.channel->DmaWrite(segment.iova, piece));
     }

@@ -7,6 +7,7 @@
 
 #include "dma_region.h"
 #include "page_runs.h"
+#include "umdev/common/guest_memory.h"
 #include "umdev/common/scope_exit.h"
 #include "umdev/pinning/type1_backend.h"
 
@@ -62,6 +63,15 @@ Result<std::vector<void*>> Type1Backend::PinPages(DmaUnmapListener& owner, uint6
   // mlock() both faults the pages in (the kernel's GUP) and keeps them
   // resident. It runs under mu_: an unmap must not slip in between.
   if (const int error = first_pins.LockAll(); error != 0) {
+    // mlock() says ENOMEM both for the locked-memory limit and for a page
+    // with no backing (the client's file is shorter than its mapping now).
+    // The latter is the kernel's EFAULT for an unbacked vaddr.
+    for (const PinTarget& target : targets) {
+      if (auto probed = ProbeGuestMemory(target.host, kPageSize); !probed.has_value()) {
+        return Fail(EFAULT, fmt::format("pin {} pages at {:#x}: page {:#x} has no backing", npage,
+                                        iova, iova + (&target - targets.data()) * kPageSize));
+      }
+    }
     return Fail(ENOMEM, fmt::format("pin {} pages at {:#x}: mlock: {}", npage, iova,
                                     ErrnoName(error)));
   }

@@ -36,6 +36,10 @@ class FakeIommu final : public IommuBackend {
     return Fail(ENOTTY, "fake");
   }
 
+  size_t mapping_count() const override {
+    MutexLock lock(mu_);
+    return regions_.size();
+  }
   size_t pinned_pages() const;
   size_t listeners() const;
 

@@ -55,7 +55,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadMap{"UnalignedOffset", kIova, kPageSize, kProtRw, 100}),
     CaseName());
 
-TEST_F(Type1Test, MapOfUnmappableFdReportsMmapErrno) {
+TEST_F(Type1Test, MapOfAnFdThatIsNotMemoryIsEinval) {
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
   UniqueFd write_end(pipe_fds[1]);
@@ -65,7 +65,46 @@ TEST_F(Type1Test, MapOfUnmappableFdReportsMmapErrno) {
   auto mapped = backend().Map(std::move(request));
 
   ASSERT_FALSE(mapped.has_value());
-  EXPECT_EQ(mapped.error().code, ENODEV);  // A pipe has no mmap.
+  // Guest memory comes as a memory file; a pipe (or socket, device node) is
+  // refused before mmap() is tried.
+  EXPECT_EQ(mapped.error().code, EINVAL);
+}
+
+TEST_F(Type1Test, MapOfAFileShorterThanTheRangeIsEinval) {
+  UniqueFd fd(::memfd_create("guest", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(fd.get(), kPageSize), 0);
+  DmaMapRequest request{.iova = kIova, .size = 2 * kPageSize, .prot = kProtRead,
+                        .fd = std::move(fd), .offset = 0};
+  auto mapped = backend().Map(std::move(request));
+  ASSERT_FALSE(mapped.has_value());
+  EXPECT_EQ(mapped.error().code, EINVAL);
+}
+
+TEST_F(Type1Test, ReadingATruncatedMappingIsEfaultAndPinningItIsEfault) {
+  UniqueFd fd(::memfd_create("guest", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(fd.get(), 4 * kPageSize), 0);
+  const int raw = fd.get();
+  DmaMapRequest request{.iova = kIova, .size = 4 * kPageSize, .prot = kProtRead | kProtWrite,
+                        .fd = UniqueFd(::dup(raw)), .offset = 0};
+  ASSERT_TRUE(backend().Map(std::move(request)).has_value());
+  ASSERT_EQ(::ftruncate(raw, kPageSize), 0);  // The client cuts its memory short.
+  std::byte out[16];
+  EXPECT_TRUE(backend().DmaRead(kIova, out).has_value());
+  auto read = backend().DmaRead(kIova + 2 * kPageSize, out);
+  ASSERT_FALSE(read.has_value());
+  EXPECT_EQ(read.error().code, EFAULT);
+  auto write = backend().DmaWrite(kIova + kPageSize - 8, out);  // Straddles the end.
+  ASSERT_FALSE(write.has_value());
+  EXPECT_EQ(write.error().code, EFAULT);
+  // mlock() says ENOMEM for a page with no backing; the pin says EFAULT, and
+  // charges nothing.
+  auto pinned = backend().PinPages(listener_, kIova + 2 * kPageSize, 1, kProtRead);
+  ASSERT_FALSE(pinned.has_value());
+  EXPECT_EQ(pinned.error().code, EFAULT);
+  EXPECT_EQ(account_->used(), 0u);
+  auto backed = backend().PinPages(listener_, kIova, 1, kProtRead);
+  ASSERT_TRUE(backed.has_value());
+  backend().UnpinPages(listener_, kIova, 1);
 }
 
 struct Overlap {

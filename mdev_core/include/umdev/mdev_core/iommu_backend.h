@@ -38,6 +38,9 @@ class IommuBackend {
   // contract). Errors: EINVAL unaligned, or the range would split a mapping.
   virtual Result<uint64_t> Unmap(uint64_t iova, uint64_t size) = 0;
   virtual Result<uint64_t> UnmapAll() = 0;
+  // Live mappings, for a transport that enforces a lower cap it negotiated
+  // (vfio-user's max_dma_maps).
+  virtual size_t mapping_count() const = 0;
 
   // Devices that may pin register their listener; a device is identified by it.
   virtual Result<void> AttachListener(DmaUnmapListener& listener) = 0;

@@ -130,7 +130,7 @@ class Type1Backend final : public IommuBackend {
                                                   uint64_t pgsize) override UMDEV_EXCLUDES(mu_);
 
   // Accounting, for status output, tests and benchmarks.
-  size_t mapping_count() const UMDEV_EXCLUDES(mu_);
+  size_t mapping_count() const override UMDEV_EXCLUDES(mu_);
   uint64_t mapped_bytes() const UMDEV_EXCLUDES(mu_);
   // Bytes pinned by this container (each page once, however many pins).
   uint64_t locked_bytes() const UMDEV_EXCLUDES(mu_);
