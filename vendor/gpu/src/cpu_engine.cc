@@ -14,6 +14,7 @@
 
 #include "shared_memory.h"
 #include "slice_bounds.h"
+#include "umdev/common/guest_memory.h"
 #include "umdev/common/mutex.h"
 #include "umdev/vendor/gpu/builtin_kernels.h"
 #include "umdev/vendor/gpu/engine.h"
@@ -90,14 +91,13 @@ class CpuSlice final : public Slice {
 
   Result<void> Write(uint64_t offset, std::span<const std::byte> data) override {
     UMDEV_TRY(CheckRange(size(), offset, data.size(), "write"));
-    if (!data.empty()) std::memcpy(memory_.data() + offset, data.data(), data.size());
-    return {};
+    // |data| may be pinned guest memory, which the client can truncate.
+    return CopyGuestMemory(memory_.data() + offset, data.data(), data.size());
   }
 
   Result<void> Read(uint64_t offset, std::span<std::byte> out) override {
     UMDEV_TRY(CheckRange(size(), offset, out.size(), "read"));
-    if (!out.empty()) std::memcpy(out.data(), memory_.data() + offset, out.size());
-    return {};
+    return CopyGuestMemory(out.data(), memory_.data() + offset, out.size());
   }
 
   Result<void> Copy(uint64_t dst, uint64_t src, uint64_t bytes) override {

@@ -16,6 +16,7 @@
 
 #include "shared_memory.h"
 #include "slice_bounds.h"
+#include "umdev/common/guest_memory.h"
 #include "umdev/vendor/gpu/engine.h"
 #include "vulkan_context.h"
 #include "vulkan_device.h"
@@ -95,14 +96,13 @@ class VulkanSlice final : public Slice {
 
   Result<void> Write(uint64_t offset, std::span<const std::byte> data) override {
     UMDEV_TRY(CheckRange(size_, offset, data.size(), "write"));
-    if (!data.empty()) std::memcpy(Host() + offset, data.data(), data.size());
-    return {};
+    // |data| may be pinned guest memory, which the client can truncate.
+    return CopyGuestMemory(Host() + offset, data.data(), data.size());
   }
 
   Result<void> Read(uint64_t offset, std::span<std::byte> out) override {
     UMDEV_TRY(CheckRange(size_, offset, out.size(), "read"));
-    if (!out.empty()) std::memcpy(out.data(), Host() + offset, out.size());
-    return {};
+    return CopyGuestMemory(out.data(), Host() + offset, out.size());
   }
 
   Result<void> Copy(uint64_t dst, uint64_t src, uint64_t bytes) override {

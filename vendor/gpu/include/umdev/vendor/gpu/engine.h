@@ -62,6 +62,8 @@ class Slice {
   virtual int memory_fd() const = 0;
 
   // Host access: the daemon's path for guest<->device COPY and for BAR2.
+  // |data| and |out| may be pinned guest memory: a client that truncates it
+  // under the copy gets EFAULT (CopyGuestMemory), never a SIGBUS.
   virtual Result<void> Write(uint64_t offset, std::span<const std::byte> data) = 0;
   virtual Result<void> Read(uint64_t offset, std::span<std::byte> out) = 0;
 
