@@ -127,11 +127,74 @@ TEST_F(ShortTimeoutServerTest, UnansweredDmaTimesOutAndTheCommandFails) {
   ASSERT_TRUE(reply.has_value());
   EXPECT_EQ(reply->header.msg_id, id);
   EXPECT_EQ(RawPeer::ErrorOf(*reply), ETIMEDOUT);
-  // A late reply to the timed-out request is dropped; the session goes on.
-  Header late = dma->header;
-  late.flags = kTypeReply;
-  ASSERT_TRUE(SendMessage(peer->fd(), late, Payload(DmaAccessPayload{0, 4}, uint32_t{1})));
-  EXPECT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDeviceReset, {})), 0);
+  // A client that leaves DMA unanswered is dropped, so that no device thread
+  // waits on it twice; a fresh client is served.
+  EXPECT_TRUE(peer->ClosedByServer());
+  auto next = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(RawPeer::ErrorOf(next->Negotiate()), 0);
+}
+
+TEST_F(ServerTest, CommandsQueuedWhileOwingDmaAreBoundedThenTheClientIsDropped) {
+  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
+  const Uuid uuid = Uuid::Generate();
+  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
+  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(peer.has_value());
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDmaMap,
+                                        Payload(DmaMapPayload{32, kProtRead, 0, 0, 0x1000}))),
+            0);
+  peer->Send(Command::kRegionWrite,
+             Payload(RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 8}, uint64_t{0}));
+  auto dma = peer->Receive();
+  ASSERT_TRUE(dma.has_value());
+  ASSERT_EQ(dma->header.command, static_cast<uint16_t>(Command::kDmaRead));
+  // Instead of answering, the client piles up commands.
+  for (int i = 0; i < 200; ++i) {
+    if (!SendMessage(peer->fd(), Header{uint16_t(1000 + i), uint16_t(Command::kDeviceGetInfo), 0,
+                                        kTypeCommand, 0},
+                     Payload(DeviceInfoPayload{16}))
+             .has_value()) {
+      break;
+    }
+  }
+  // The device's DMA fails (ENOBUFS) and the connection ends.
+  bool closed = false;
+  for (int i = 0; i < 300 && !closed; ++i) {
+    auto message = peer->Receive(std::chrono::seconds(5));
+    closed = !message.has_value();
+  }
+  EXPECT_TRUE(closed);
+  auto next = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(RawPeer::ErrorOf(next->Negotiate()), 0);
+}
+
+TEST_F(ServerTest, DmaFromTruncatedGuestMemoryIsEfaultAndTheClientStays) {
+  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
+  const Uuid uuid = Uuid::Generate();
+  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
+  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(peer.has_value());
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
+  // An unsealed memfd (no MFD_ALLOW_SEALING): it cannot be sealed, so the
+  // server maps it and must survive its truncation.
+  UniqueFd memory = GuestMemory(0x2000);
+  const int fds[] = {memory.get()};
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Call(
+                Command::kDmaMap, Payload(DmaMapPayload{32, kProtRead, 0, 0x5000, 0x2000}), fds)),
+            0);
+  ASSERT_EQ(::ftruncate(memory.get(), 0x1000), 0);
+  auto write = [&](uint64_t iova) {
+    return RawPeer::ErrorOf(peer->Call(
+        Command::kRegionWrite,
+        Payload(RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 8}, iova)));
+  };
+  EXPECT_EQ(write(0x5010), 0);       // Still backed.
+  EXPECT_EQ(write(0x6010), EFAULT);  // Past the new end: EFAULT, no SIGBUS.
+  EXPECT_EQ(write(0x5ffe), EFAULT);  // Straddles the end.
+  EXPECT_EQ(write(0x5020), 0);
 }
 
 TEST_F(ServerTest, ManyDevicesServeTheirClientsConcurrently) {

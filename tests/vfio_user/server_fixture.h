@@ -42,6 +42,7 @@ class ServerTest : public ::testing::Test {
     ServerOptions options;
     options.socket_dir = (dir_ / "vfio-user").string();
     options.message_timeout = message_timeout_;
+    options.threads = threads_;
     options.max_msg_fds = 4;
     options.max_data_xfer_size = 64 * 1024;
     server_ = std::make_unique<Server>(*registry_, options);
@@ -80,6 +81,7 @@ class ServerTest : public ::testing::Test {
   }
 
   std::chrono::milliseconds message_timeout_{2000};
+  unsigned threads_ = 2;
   std::filesystem::path dir_;
   std::unique_ptr<Registry> registry_;
   std::shared_ptr<umdev::testing::TestParentDriver> parent_;

@@ -1,6 +1,7 @@
 // Endpoint: the per-device socket, peer checks, and the session's lifetime.
 #include "endpoint.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -11,6 +12,7 @@
 
 #include <algorithm>
 
+#include "umdev/common/accept.h"
 #include "umdev/common/unix_address.h"
 
 namespace umdev::vfio_user {
@@ -70,7 +72,7 @@ void Endpoint::Close() {
   loop_.RunSync([this] {
     if (closed_) return;
     closed_ = true;
-    DropSession();
+    DropClient();
     if (listener_) {
       loop_.Unwatch(listen_watch_);
       listener_.Reset();
@@ -99,35 +101,57 @@ Result<void> Endpoint::CheckPeer(int fd) {
 }
 
 void Endpoint::OnAcceptable() {
-  UniqueFd socket(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!socket) return;  // EAGAIN, or a client that left at once.
-  if (session_) {
+  auto accepted = AcceptConnection(listener_.get(), SOCK_CLOEXEC, "vfio-user " + name_);
+  if (!accepted.has_value()) return;  // EAGAIN, a client that left, or EMFILE (logged).
+  UniqueFd socket = std::move(*accepted);
+  if (client_ && !client_->gone) {
     spdlog::warn("vfio-user: {}: refused a second client: one is attached already", name_);
     return;
   }
+  DropClient();  // The thread of a client that left idles until now.
   if (auto allowed = CheckPeer(socket.get()); !allowed.has_value()) {
     spdlog::warn("vfio-user: {}: refused a client: {}", name_, allowed.error().Describe());
     return;
   }
-  auto session = Attach(std::move(socket));
+  auto client_loop = EventLoop::Create("vfu-" + name_.substr(0, 8));
+  if (!client_loop.has_value()) {
+    spdlog::error("vfio-user: {}: refused a client: {}", name_,
+                  client_loop.error().Describe());
+    return;
+  }
+  auto client = std::make_unique<Client>();
+  client->loop = std::move(*client_loop);
+  auto session = Attach(std::move(socket), *client->loop);
   if (!session.has_value()) {
     spdlog::warn("vfio-user: {}: refused a client: {}", name_, session.error().Describe());
     return;
   }
-  auto id = loop_.Watch((*session)->fd(), [this](uint32_t) { OnSessionReadable(); });
-  if (!id.has_value()) {
-    spdlog::error("vfio-user: {}: cannot watch the client: {}", name_, id.error().Describe());
-    return;  // The session closes and unmaps as it goes out of scope.
+  client->loop->Start();
+  Result<uint64_t> watched;
+  Client& served = *client;
+  client->loop->RunSync([&] {
+    served.session = std::move(*session);
+    watched = served.loop->Watch(served.session->fd(),
+                                 [this, &served](uint32_t) { OnSessionReadable(served); });
+    if (!watched.has_value()) {
+      served.session.reset();  // Closes the device and unmaps, on its own thread.
+      return;
+    }
+    served.watch = *watched;
+  });
+  if (!watched.has_value()) {
+    spdlog::error("vfio-user: {}: cannot watch the client: {}", name_,
+                  watched.error().Describe());
+    return;  // |client| joins its thread as it goes out of scope.
   }
-  session_watch_ = *id;
-  session_ = std::move(*session);
+  client_ = std::move(client);
   connected_ = true;
   spdlog::info("vfio-user: {}: client attached", name_);
 }
 
-Result<std::unique_ptr<Session>> Endpoint::Attach(UniqueFd socket) {
-  // A stalled client must not hold the loop: sends give up after the
-  // message timeout and the client is dropped.
+Result<std::unique_ptr<Session>> Endpoint::Attach(UniqueFd socket, EventLoop& client_loop) {
+  // A client that does not read its replies holds only its own thread, and
+  // only until the message timeout: then it is dropped.
   const auto ms = options_.message_timeout.count();
   timeval timeout{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
   if (::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout)) != 0) {
@@ -142,17 +166,46 @@ Result<std::unique_ptr<Session>> Endpoint::Attach(UniqueFd socket) {
   limits.max_msg_fds = options_.max_msg_fds;
   limits.max_data_xfer_size = options_.max_data_xfer_size;
   return std::make_unique<Session>(name_, std::move(socket), std::move(file), std::move(space),
-                                   loop_, limits);
+                                   client_loop, limits);
 }
 
-void Endpoint::OnSessionReadable() {
-  if (session_ && !session_->OnReadable()) DropSession();
+void Endpoint::OnSessionReadable(Client& client) {
+  if (!client.session || client.session->OnReadable()) return;
+  EndSession(client);
+  // The thread cannot join itself: the shared loop does it. A weak pointer,
+  // as the endpoint may be closed and freed before the task runs.
+  loop_.Post([weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->ReapEndedClient();
+  });
 }
 
-void Endpoint::DropSession() {
-  if (!session_) return;
-  loop_.Unwatch(session_watch_);
-  session_.reset();
+void Endpoint::EndSession(Client& client) {
+  if (!client.session) return;
+  client.loop->Unwatch(client.watch);
+  // The client must not see the connection end before the endpoint takes a
+  // new one: a client that reconnects at once would be refused as a second
+  // client. So the connection outlives the session by a duplicate until
+  // |gone| is set.
+  UniqueFd connection(::fcntl(client.session->fd(), F_DUPFD_CLOEXEC, 0));
+  client.session.reset();  // Closes the device and unmaps its DMA.
+  client.gone = true;
+}
+
+void Endpoint::ReapEndedClient() {
+  // Posted from the client thread; run there only if the shared loop had
+  // already stopped, and then the thread is joined by Close instead.
+  if (!client_ || !client_->gone || client_->loop->OnLoopThread()) return;
+  client_->loop->Stop();
+  client_.reset();
+  connected_ = false;
+}
+
+void Endpoint::DropClient() {
+  if (!client_) return;
+  Client& client = *client_;
+  client.loop->RunSync([&] { EndSession(client); });
+  client.loop->Stop();
+  client_.reset();
   connected_ = false;
 }
 

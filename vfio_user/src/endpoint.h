@@ -18,9 +18,12 @@
 namespace umdev::vfio_user {
 
 // Listens on DIR/<uuid>.sock and serves one client at a time. Open/Close from
-// any thread (they run their work on the loop); accepting and the session's
-// traffic on the loop thread.
-class Endpoint {
+// any thread (they run their work on the shared loop, which accepts). Each
+// attached client is served on a thread of its own (a one-thread EventLoop):
+// a client that stalls its device (a slow vendor call, a DMA reply it never
+// sends, replies it never reads) stalls only that thread, never the shared
+// loop or another device.
+class Endpoint : public std::enable_shared_from_this<Endpoint> {
  public:
   Endpoint(Registry& registry, Uuid uuid, std::string path, EventLoop& loop,
            const ServerOptions& options);
@@ -35,15 +38,30 @@ class Endpoint {
   void Close();
 
   void SetAllowedUids(std::vector<uid_t> uids) UMDEV_EXCLUDES(mu_);
+  // A client is attached, or its thread is still being joined.
   bool connected() const { return connected_; }
 
  private:
+  // The attached client: its thread, and the session that thread serves.
+  struct Client {
+    std::unique_ptr<EventLoop> loop;
+    std::unique_ptr<Session> session;  // Client thread only.
+    uint64_t watch = 0;                // Client thread only.
+    std::atomic<bool> gone{false};     // The session was dropped; the thread idles.
+  };
+
   void OnAcceptable();
   // Why a connecting peer may not attach, or nothing.
   Result<void> CheckPeer(int fd) UMDEV_EXCLUDES(mu_);
-  Result<std::unique_ptr<Session>> Attach(UniqueFd socket);
-  void OnSessionReadable();
-  void DropSession();
+  Result<std::unique_ptr<Session>> Attach(UniqueFd socket, EventLoop& client_loop);
+  // Client thread: serves the socket; when the session ends, asks the shared
+  // loop to join the thread.
+  void OnSessionReadable(Client& client);
+  static void EndSession(Client& client);
+  // Shared loop: joins the thread of a client whose session has ended.
+  void ReapEndedClient();
+  // Shared loop: ends the session (if any) and joins the client's thread.
+  void DropClient();
 
   Registry& registry_;
   const Uuid uuid_;
@@ -52,11 +70,10 @@ class Endpoint {
   EventLoop& loop_;
   const ServerOptions& options_;
 
-  // Loop thread only (after Open).
+  // Shared loop thread only (after Open).
   UniqueFd listener_;
   uint64_t listen_watch_ = 0;
-  std::unique_ptr<Session> session_;
-  uint64_t session_watch_ = 0;
+  std::unique_ptr<Client> client_;
   bool closed_ = false;
 
   std::atomic<bool> connected_{false};

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "endpoint.h"
+#include "umdev/common/accept.h"
 #include "event_loop.h"
 
 namespace umdev::vfio_user {
@@ -31,6 +32,8 @@ Result<void> Server::Start() {
   std::error_code error;
   std::filesystem::create_directories(options_.socket_dir, error);
   if (error) return Fail(error.value(), "create " + options_.socket_dir);
+  RemoveStaleSockets();
+  ReserveAcceptDescriptor();
   const unsigned threads = std::max(1u, options_.threads);
   for (unsigned i = 0; i < threads; ++i) {
     UMDEV_ASSIGN_OR_RETURN(auto loop, EventLoop::Create(fmt::format("vfio-user-{}", i)));
@@ -53,6 +56,22 @@ Result<void> Server::Start() {
   spdlog::info("vfio-user: serving devices under {} with {} threads", options_.socket_dir,
                threads);
   return {};
+}
+
+void Server::RemoveStaleSockets() const {
+  // Sockets of a daemon that was killed: none has a listener any more (the
+  // state-dir lock says no other daemon serves here), and a client must not
+  // find a path for a device that no longer exists.
+  std::error_code error;
+  size_t removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.socket_dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.ends_with(".sock") || !Uuid::Parse(name.substr(0, name.size() - 5)).has_value()) {
+      continue;
+    }
+    if (std::filesystem::remove(entry.path(), error)) ++removed;
+  }
+  if (removed != 0) spdlog::info("vfio-user: removed {} stale sockets", removed);
 }
 
 void Server::Stop() {

@@ -2,6 +2,7 @@
 #include "session.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
 
@@ -59,7 +60,7 @@ bool Session::OnReadable() {
     }
     if (!next->has_value()) return true;
     Dispatch(**next);
-    if (send_failed_) return false;
+    if (send_failed_ || abandoned_) return false;
   }
 }
 
@@ -67,6 +68,7 @@ Result<std::optional<Message>> Session::NextCommand() {
   if (!deferred_.empty()) {
     Message message = std::move(deferred_.front());
     deferred_.pop_front();
+    deferred_bytes_ -= message.payload.size();
     return std::optional<Message>(std::move(message));
   }
   for (;;) {
@@ -228,7 +230,7 @@ Result<Message> Session::Request(Command command, std::span<const std::byte> pay
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) {
         pending_.erase(it);
-        return Fail(ETIMEDOUT, CommandName(header.command) + ": no reply from the client");
+        break;
       }
       if (!pump) {
         replied_.WaitFor(mu_, deadline - now);
@@ -250,11 +252,39 @@ Result<Message> Session::Request(Command command, std::span<const std::byte> pay
       if (!next->has_value()) break;
       if ((*next)->is_reply()) {
         RouteReply(std::move(**next));
-      } else {
-        deferred_.push_back(std::move(**next));
+        continue;
       }
+      if (deferred_.size() >= kMaxDeferred ||
+          (*next)->payload.size() > kMaxDeferredBytes - deferred_bytes_) {
+        forget();
+        Abandon("it queued too many commands while owing a DMA reply");
+        return Fail(ENOBUFS, fmt::format("{}: the client queued over {} commands ({} bytes) "
+                                         "while owing a reply",
+                                         CommandName(header.command), kMaxDeferred,
+                                         deferred_bytes_));
+      }
+      deferred_bytes_ += (*next)->payload.size();
+      deferred_.push_back(std::move(**next));
     }
   }
+  // timed_out: a client that does not answer within the timeout is broken or
+  // hostile; no later DMA waits for it again.
+  Abandon(fmt::format("no reply to {} in {} ms", CommandName(header.command),
+                      limits_.message_timeout.count()));
+  return Fail(ETIMEDOUT, CommandName(header.command) + ": no reply from the client");
+}
+
+void Session::Abandon(const std::string& why) {
+  {
+    MutexLock lock(mu_);
+    closed_ = true;
+    replied_.NotifyAll();
+  }
+  abandoned_ = true;
+  spdlog::warn("vfio-user: {}: dropping the client: {}", name_, why);
+  // The session thread drops the client after the command it is serving is
+  // answered; any other thread wakes it with an end of input.
+  if (!loop_.OnLoopThread()) ::shutdown(socket_.get(), SHUT_RD);
 }
 
 Result<void> Session::DmaRead(uint64_t iova, std::span<std::byte> out) {

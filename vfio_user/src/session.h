@@ -95,11 +95,25 @@ class Session final : private DmaMessageChannel {
   EventLoop& loop_;
   const SessionLimits limits_;
 
+  // Commands a client may have queued while it owes us a DMA reply, and
+  // their bytes: past either, the client is dropped.
+  static constexpr size_t kMaxDeferred = 64;
+  static constexpr size_t kMaxDeferredBytes = 16u << 20;
+
+  // Gives up on the client from any thread: requests waiting for it fail at
+  // once and the session thread drops it.
+  void Abandon(const std::string& why) UMDEV_EXCLUDES(mu_);
+  // Set by Abandon: the client is dropped once the current command is answered.
+  std::atomic<bool> abandoned_{false};
+
   // Loop thread only.
   MessageReader reader_;
   std::deque<Message> deferred_;
+  size_t deferred_bytes_ = 0;
   bool negotiated_ = false;
   bool send_failed_ = false;
+  // max_dma_maps as negotiated in VERSION (the lower of ours and the client's).
+  uint32_t max_dma_maps_ = 0;
   // Written at VERSION, read by DMA from device threads.
   std::atomic<uint64_t> peer_max_xfer_{1u << 20};
 

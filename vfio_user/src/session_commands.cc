@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "session.h"
+#include "umdev/common/eventfd.h"
 #include "umdev/mdev_core/region_info.h"
 
 namespace umdev::vfio_user {
@@ -52,6 +53,7 @@ Result<Reply> Session::HandleVersion(const Message& message) {
   ours.pgsizes = iommu.pgsizes;
   // QEMU may only lower max_dma_maps from its own offer.
   ours.max_dma_maps = std::min(iommu.max_mappings, client.max_dma_maps);
+  max_dma_maps_ = ours.max_dma_maps;
   ours.write_multiple = true;  // REGION_WRITE_MULTI is served.
   const VersionPayload reply_version{kVersionMajor,
                                      std::min<uint16_t>(version.minor, kVersionMinor)};
@@ -72,6 +74,11 @@ Result<Reply> Session::HandleDmaMap(Message& message) {
     return Fail(EINVAL, fmt::format("DMA_MAP: unknown flags {:#x}", map.flags));
   }
   if (message.fds.size() > 1) return Fail(EINVAL, "DMA_MAP: more than one fd");
+  // The client agreed to this many in VERSION; type1's errno past its cap.
+  if (space_->iommu()->mapping_count() >= max_dma_maps_) {
+    return Fail(ENOSPC, fmt::format("DMA_MAP: {} mappings live, the negotiated max_dma_maps",
+                                    max_dma_maps_));
+  }
   DmaMapRequest request;
   request.iova = map.address;
   request.size = map.size;
@@ -175,6 +182,14 @@ Result<Reply> Session::HandleSetIrqs(Message& message) {
   set.start = header.start;
   set.count = header.count;
   const uint32_t data_type = header.flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+  // The vector range is checked against the device before anything is sized
+  // from the client's count (kernel vfio_set_irqs_validate_and_prepare).
+  UMDEV_ASSIGN_OR_RETURN(IrqInfo info, file_->GetIrqInfo(header.index));
+  if (header.count != 0 &&
+      (header.start >= info.count || header.count > info.count - header.start)) {
+    return Fail(EINVAL, fmt::format("SET_IRQS: vectors [{}, +{}) outside the index's {}",
+                                    header.start, header.count, info.count));
+  }
   if (data_type == VFIO_IRQ_SET_DATA_BOOL) {
     if (data_bytes != header.count || !message.fds.empty()) {
       return Fail(EINVAL, fmt::format("SET_IRQS: {} bool bytes and {} fds for count {}",
@@ -189,6 +204,7 @@ Result<Reply> Session::HandleSetIrqs(Message& message) {
       return Fail(EINVAL, fmt::format("SET_IRQS: {} fds for count {}", message.fds.size(),
                                       header.count));
     }
+    for (const UniqueFd& fd : message.fds) UMDEV_TRY(AdoptClientEventFd(fd.get(), "SET_IRQS"));
     if (message.fds.empty()) {
       set.fds.resize(header.count);
     } else {
@@ -210,6 +226,14 @@ Result<Reply> Session::HandleRegionRead(const Message& message) {
   if (access.count > limits_.max_data_xfer_size) {
     return Fail(E2BIG, fmt::format("REGION_READ: count {} is over max_data_xfer_size", access.count));
   }
+  // As a read(2) of 0 bytes on a VFIO device fd: the index is checked, no
+  // vendor sees it (vendors differ on empty accesses; the kernel does not).
+  if (access.count == 0) {
+    UMDEV_TRY(file_->GetRegionInfo(access.region));
+    Reply empty;
+    AppendPod(empty.payload, access);
+    return empty;
+  }
   Reply reply;
   reply.payload.resize(sizeof(RegionAccessPayload) + access.count);
   auto out = std::span(reply.payload).subspan(sizeof(RegionAccessPayload));
@@ -230,6 +254,12 @@ Result<Reply> Session::HandleRegionWrite(const Message& message) {
   }
   if (access.count > limits_.max_data_xfer_size) {
     return Fail(E2BIG, "REGION_WRITE: count is over max_data_xfer_size");
+  }
+  if (access.count == 0) {
+    UMDEV_TRY(file_->GetRegionInfo(access.region));
+    Reply empty;
+    AppendPod(empty.payload, access);
+    return empty;
   }
   UMDEV_ASSIGN_OR_RETURN(size_t done, file_->RegionWrite(access.region, access.offset, data));
   access.count = static_cast<uint32_t>(std::min<size_t>(done, access.count));

@@ -65,6 +65,8 @@ class Server final : private RegistryObserver {
   bool IsConnected(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
 
  private:
+  // Unlinks DIR/<uuid>.sock files left by a daemon that did not stop.
+  void RemoveStaleSockets() const;
   void OnMdevCreated(const MdevStatus& mdev) override;
   void OnMdevRemoved(const MdevStatus& mdev) override;
   Result<void> AddEndpoint(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
