@@ -12,6 +12,8 @@
 
 #include <cstring>
 
+#include "umdev/common/accept.h"
+
 #include "umdev/common/unix_address.h"
 #include "umdev/control/protocol.h"
 
@@ -34,8 +36,8 @@ Result<void> SendAll(int fd, std::string_view data) {
   return {};
 }
 
-void SendJson(int fd, const nlohmann::json& reply) {
-  (void)SendAll(fd, reply.dump() + "\n");
+bool SendJson(int fd, const nlohmann::json& reply) {
+  return SendAll(fd, reply.dump() + "\n").has_value();
 }
 
 }  // namespace
@@ -46,7 +48,8 @@ ControlServer::ControlServer(Registry& registry, std::string socket_path, Defini
 
 Result<void> ControlServer::Start() {
   UMDEV_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(socket_path_));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking: accept() must never wait for a client that left.
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return FailErrno("control socket");
   // The state-dir lock guarantees no live daemon owns a socket left here.
   ::unlink(socket_path_.c_str());
@@ -60,6 +63,7 @@ Result<void> ControlServer::Start() {
   if (!wake) return FailErrno("eventfd");
   listener_ = std::move(fd);
   wake_ = std::move(wake);
+  ReserveAcceptDescriptor();
   acceptor_ = std::thread([this] { AcceptLoop(); });
   return {};
 }
@@ -89,8 +93,10 @@ void ControlServer::AcceptLoop() {
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) break;
     if (fds[1].revents != 0) break;
     if ((fds[0].revents & POLLIN) == 0) continue;
-    UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!connection) continue;
+    // At the fd limit the connection is refused and closed, not left pending.
+    auto accepted = AcceptConnection(listener_.get(), SOCK_CLOEXEC, "control");
+    if (!accepted.has_value()) continue;
+    UniqueFd connection = std::move(*accepted);
     MutexLock lock(mu_);
     if (stopping_) break;
     if (active_ >= kMaxConnections) {
@@ -118,6 +124,11 @@ void ControlServer::ReapLocked() {
 }
 
 void ControlServer::Serve(UniqueFd connection) {
+  // A client that never reads its replies must not hold this worker (one of
+  // kMaxConnections) for ever: a reply that cannot be sent in time ends it.
+  const timeval send_timeout{kIdleTimeoutMs / 1000, (kIdleTimeoutMs % 1000) * 1000};
+  (void)::setsockopt(connection.get(), SOL_SOCKET, SO_SNDTIMEO, &send_timeout,
+                     sizeof(send_timeout));
   std::string buffer;
   char chunk[4096];
   for (bool open = true; open;) {
@@ -130,9 +141,10 @@ void ControlServer::Serve(UniqueFd connection) {
     for (size_t newline; open && (newline = buffer.find('\n')) != std::string::npos;) {
       const auto request = nlohmann::json::parse(buffer.substr(0, newline), nullptr, false);
       buffer.erase(0, newline + 1);
-      SendJson(connection.get(),
-               request.is_discarded() ? ErrorReply(Error{EINVAL, "request is not valid JSON"})
-                                      : HandleRequest(registry_, store_, request, tree_));
+      open = SendJson(connection.get(),
+                      request.is_discarded()
+                          ? ErrorReply(Error{EINVAL, "request is not valid JSON"})
+                          : HandleRequest(registry_, store_, request, tree_));
     }
     if (buffer.size() > kMaxLineBytes) {
       SendJson(connection.get(), ErrorReply(Error{E2BIG, "request line too long"}));

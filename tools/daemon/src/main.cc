@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "umdev/common/accept.h"
 #include "umdev/common/log.h"
 #include "umdev/daemon/daemon.h"
 
@@ -61,6 +62,13 @@ int RunUmdevd(int argc, char** argv, const std::function<void(Daemon&)>& customi
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Each device costs descriptors (its socket, a client, eventfds, memfds):
+  // the default soft limit of 1024 would cap a gpu parent at a few hundred.
+  if (auto limit = RaiseFdLimit(); limit.has_value()) {
+    spdlog::info("umdevd: descriptor limit {}", *limit);
+  } else {
+    spdlog::warn("umdevd: {}", limit.error().Describe());
+  }
   Daemon daemon(Options{.state_dir = state_dir, .config = std::move(*config)});
   customize(daemon);
   if (auto started = daemon.Start(); !started.has_value()) {
