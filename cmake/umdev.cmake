@@ -37,11 +37,24 @@ endfunction()
 #   unit         run again under ASan+UBSan
 #   concurrency  run again under TSan
 #   integration  regular build only (daemon, CLI, real processes)
+#   WHOLE        one CTest test for the whole executable instead of one per
+#                case (for suites of hundreds of cheap cases sharing a set-up)
 function(umdev_test name)
-  cmake_parse_arguments(A "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(A "WHOLE" "" "SRCS;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${A_SRCS})
   target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gmock GTest::gtest_main
                         umdev::warnings)
+  if(A_WHOLE)
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES TIMEOUT 600 LABELS "${A_LABELS}")
+    foreach(label IN LISTS A_LABELS)
+      if(NOT TARGET ${label}_tests)
+        add_custom_target(${label}_tests)
+      endif()
+      add_dependencies(${label}_tests ${name})
+    endforeach()
+    return()
+  endif()
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
   # Labels go on once CTest has loaded the discovered tests (their names are
   # in ${name}_TESTS): gtest_discover_tests's PROPERTIES keeps only the first
