@@ -7,7 +7,15 @@ target_compile_options(umdev_warnings INTERFACE
   -Wcast-align -Woverloaded-virtual -Wno-missing-field-initializers -Wnull-dereference -Wimplicit-fallthrough
   $<$<BOOL:${UMDEV_WERROR}>:-Werror>)
 
-if(UMDEV_SANITIZE STREQUAL "address")
+if(UMDEV_FUZZ)
+  # libFuzzer's coverage on every module, ASan+UBSan as in the unit pass.
+  # Clang 16 announces C++20 concepts as 201907, which hides std::expected in
+  # libstdc++ 12; it implements what <expected> needs, so say 202002.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=undefined -Wno-macro-redefined
+                      -D__cpp_concepts=202002L)
+  add_link_options(-fsanitize=address,undefined)
+elseif(UMDEV_SANITIZE STREQUAL "address")
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
                       -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
