@@ -54,6 +54,21 @@ void Registry::Notify(F&& f) {
   for (RegistryObserver* observer : observers) f(*observer);
 }
 
+Result<void> Registry::PrepareObservers(const Uuid& uuid) {
+  std::vector<RegistryObserver*> observers;
+  {
+    MutexLock lock(mu_);
+    observers = observers_;
+  }
+  for (size_t i = 0; i < observers.size(); ++i) {
+    if (auto prepared = observers[i]->PrepareMdev(uuid); !prepared.has_value()) {
+      for (size_t j = 0; j < i; ++j) observers[j]->AbandonMdev(uuid);
+      return prepared;
+    }
+  }
+  return {};
+}
+
 void Registry::AddObserver(RegistryObserver* observer) {
   MutexLock lock(mu_);
   observers_.push_back(observer);
@@ -194,6 +209,7 @@ Result<void> Registry::CreateMdev(std::string_view parent_name, std::string_view
   // with no lock held, like a failed probe.
   Result<void> bound = ops.has_value() ? device->Bind(std::move(*ops))
                                        : Result<void>(std::unexpected(ops.error()));
+  if (bound.has_value()) bound = PrepareObservers(uuid);
   MdevStatus status;
   {
     MutexLock lock(mu_);

@@ -265,5 +265,41 @@ TEST_F(RegistryTest, ObserversSeeEveryChangeInOrder) {
                                            "-" + kUuid1.ToString(), "-test_parent"));
 }
 
+// Prepares instances until told to refuse, recording what it saw.
+class PreparingObserver : public RecordingObserver {
+ public:
+  Result<void> PrepareMdev(const Uuid& uuid) override {
+    events.push_back("prepare " + uuid.ToString());
+    if (refuse != 0) return Fail(refuse, "refused by the test");
+    return {};
+  }
+  void AbandonMdev(const Uuid& uuid) override { events.push_back("abandon " + uuid.ToString()); }
+  int refuse = 0;
+};
+
+TEST_F(RegistryTest, AnObserverThatCannotPrepareAnInstanceFailsTheCreateLeavingNothing) {
+  PreparingObserver first, second;
+  registry_.AddObserver(&first);
+  registry_.AddObserver(&second);
+  auto parent = AddParent();
+  second.refuse = EMFILE;  // The vfio-user server at the descriptor limit.
+  auto created = registry_.CreateMdev("test_parent", "test-a", kUuid1);
+  ASSERT_FALSE(created.has_value());
+  EXPECT_EQ(created.error().code, EMFILE);
+  EXPECT_TRUE(registry_.Mdevs().empty());
+  EXPECT_EQ(registry_.Parents()[0].types[0].available_instances, 4u);
+  EXPECT_EQ(parent->device(kUuid1), nullptr);  // The vendor's device is gone too.
+  // The observer that had prepared was told to undo it; none saw a create.
+  EXPECT_THAT(first.events, ElementsAre("+test_parent", "prepare " + kUuid1.ToString(),
+                                        "abandon " + kUuid1.ToString()));
+  EXPECT_THAT(second.events, ElementsAre("+test_parent", "prepare " + kUuid1.ToString()));
+  // With the descriptor back, the same UUID is created.
+  second.refuse = 0;
+  EXPECT_TRUE(registry_.CreateMdev("test_parent", "test-a", kUuid1).has_value());
+  EXPECT_EQ(first.events.back(), "+" + kUuid1.ToString());
+  registry_.RemoveObserver(&first);
+  registry_.RemoveObserver(&second);
+}
+
 }  // namespace
 }  // namespace umdev

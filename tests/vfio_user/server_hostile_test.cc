@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <thread>
@@ -209,6 +210,49 @@ TEST_F(ServerTest, StaleSocketsOfAKilledDaemonAreRemovedAtStart) {
   EXPECT_TRUE(std::filesystem::exists(unrelated));
   EXPECT_TRUE(std::filesystem::exists(restarted.SocketPath(uuid_)));  // The live device's.
   restarted.Stop();
+}
+
+}  // namespace
+}  // namespace umdev::vfio_user::testing
+
+namespace umdev::vfio_user::testing {
+namespace {
+
+// In a child (EXPECT_EXIT): at the descriptor limit a new instance is refused
+// with EMFILE and leaves nothing behind, and the existing device still serves.
+void CreateAtTheFdLimit(Registry& registry, Server& server, const Uuid& existing) {
+  RawPeer attached = *RawPeer::Connect(server.SocketPath(existing));
+  if (RawPeer::ErrorOf(attached.Negotiate()) != 0) _exit(2);
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) _exit(3);
+  std::vector<UniqueFd> hog;
+  for (;;) {
+    UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!fd) break;
+    hog.push_back(std::move(fd));
+    if (hog.size() > limit.rlim_cur) _exit(4);
+  }
+  const Uuid uuid = Uuid::Generate();
+  auto created = registry.CreateMdev("test_parent", "test-a", uuid);
+  if (created.has_value() || created.error().code != EMFILE) _exit(5);
+  if (registry.FindGroupOf(uuid).has_value()) _exit(6);
+  if (std::filesystem::exists(server.SocketPath(uuid))) _exit(7);
+  // The attached client is served as before (its reply needs no descriptor).
+  if (RawPeer::ErrorOf(attached.Call(Command::kDeviceGetInfo, Payload(DeviceInfoPayload{16}))) != 0) {
+    _exit(8);
+  }
+  _exit(0);
+}
+
+TEST_F(ServerTest, AtTheDescriptorLimitANewInstanceIsRefusedWithEmfile) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // The server's threads run.
+  // A low limit so that the child reaches it quickly.
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low{256, saved.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  EXPECT_EXIT(CreateAtTheFdLimit(*registry_, *server_, uuid_), ::testing::ExitedWithCode(0), "");
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
 }
 
 }  // namespace

@@ -118,6 +118,17 @@ void Server::RemoveEndpoint(const Uuid& uuid) {
   endpoint->Close();
 }
 
+Result<void> Server::PrepareMdev(const Uuid& uuid) {
+  if (auto added = AddEndpoint(uuid); !added.has_value()) {
+    spdlog::error("vfio-user: refusing instance {}: {}", uuid.ToString(),
+                  added.error().Describe());
+    return added;
+  }
+  return {};
+}
+
+void Server::AbandonMdev(const Uuid& uuid) { RemoveEndpoint(uuid); }
+
 void Server::OnMdevCreated(const MdevStatus& mdev) {
   if (auto added = AddEndpoint(mdev.uuid); !added.has_value()) {
     spdlog::error("vfio-user: {}", added.error().Describe());

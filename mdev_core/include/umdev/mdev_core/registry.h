@@ -57,6 +57,17 @@ class RegistryObserver {
   // The parent uevents (MDEV_STATE=registered / unregistered).
   virtual void OnParentRegistered(const std::string& parent) { (void)parent; }
   virtual void OnParentUnregistered(const std::string& parent) { (void)parent; }
+  // Before a new instance becomes visible, with no registry lock held: an
+  // observer that must set something up for it (the vfio-user server binds
+  // its socket) does it here, and may refuse the instance with its errno
+  // (EMFILE at the descriptor limit). The create then fails with that error
+  // and leaves nothing behind: AbandonMdev() undoes the observers that had
+  // prepared, and OnMdevCreated() is never called.
+  virtual Result<void> PrepareMdev(const Uuid& uuid) {
+    (void)uuid;
+    return {};
+  }
+  virtual void AbandonMdev(const Uuid& uuid) { (void)uuid; }
   virtual void OnMdevCreated(const MdevStatus& mdev) { (void)mdev; }
   virtual void OnMdevRemoved(const MdevStatus& mdev) { (void)mdev; }
 };
@@ -128,6 +139,9 @@ class Registry {
   void Teardown(const std::shared_ptr<Mdev>& mdev) UMDEV_EXCLUDES(mu_);
   template <typename F>
   void Notify(F&& f) UMDEV_EXCLUDES(mu_);
+  // PrepareMdev() on every observer; on a refusal, AbandonMdev() on those
+  // that had prepared, and the refusal is returned.
+  Result<void> PrepareObservers(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
 
   const RegistryOptions options_;
   IommuDrivers iommu_drivers_;

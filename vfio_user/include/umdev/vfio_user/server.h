@@ -67,6 +67,10 @@ class Server final : private RegistryObserver {
  private:
   // Unlinks DIR/<uuid>.sock files left by a daemon that did not stop.
   void RemoveStaleSockets() const;
+  // The socket is bound before the instance is visible, so an instance
+  // never exists without one: at the descriptor limit the create fails.
+  Result<void> PrepareMdev(const Uuid& uuid) override;
+  void AbandonMdev(const Uuid& uuid) override;
   void OnMdevCreated(const MdevStatus& mdev) override;
   void OnMdevRemoved(const MdevStatus& mdev) override;
   Result<void> AddEndpoint(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
