@@ -172,3 +172,27 @@ TEST_F(DefinitionStoreTest, AMissingDirectoryListsNothing) {
 
 }  // namespace
 }  // namespace umdev::control
+
+namespace umdev::control {
+namespace {
+
+TEST_F(DefinitionStoreTest, UnfinishedWritesOfAKilledDaemonAreRemovedAndNothingElse) {
+  DefinitionStore store(dir_.string());
+  const Uuid uuid = U("0b5c1e2a-3d4f-4a5b-8c6d-7e8f9a0b1c2d");
+  ASSERT_TRUE(store.Write("mtty", uuid, Definition{"mtty-1", true, {}},
+                          DefinitionStore::Mode::kCreate));
+  // A replace that was killed between the temp file and the rename.
+  const fs::path unfinished = dir_ / "mtty" / (uuid.ToString() + ".tmp");
+  std::ofstream(unfinished) << "{\"mdev_type\":";
+  const fs::path unrelated = dir_ / "mtty" / "notes.tmp";
+  std::ofstream(unrelated) << "kept";
+  EXPECT_EQ(store.RemoveUnfinishedWrites(), 1u);
+  EXPECT_FALSE(fs::exists(unfinished));
+  EXPECT_TRUE(fs::exists(unrelated));
+  const auto listed = store.List();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].definition.mdev_type, "mtty-1");  // The old one is intact.
+}
+
+}  // namespace
+}  // namespace umdev::control

@@ -51,6 +51,23 @@ Result<void> WriteFileAtomically(const std::string& path, const std::string& tex
 
 }  // namespace
 
+size_t DefinitionStore::RemoveUnfinishedWrites() {
+  MutexLock lock(mu_);
+  size_t removed = 0;
+  std::error_code error;
+  for (const auto& parent : fs::directory_iterator(dir_, error)) {
+    if (!parent.is_directory(error)) continue;
+    for (const auto& entry : fs::directory_iterator(parent.path(), error)) {
+      const std::string name = entry.path().filename().string();
+      if (name.ends_with(".tmp") && Uuid::Parse(name.substr(0, name.size() - 4)).has_value() &&
+          fs::remove(entry.path(), error)) {
+        ++removed;
+      }
+    }
+  }
+  return removed;
+}
+
 bool IsPlainName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;

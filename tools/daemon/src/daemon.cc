@@ -96,6 +96,9 @@ Result<void> Daemon::Start() {
     return FailErrno("mkdir " + definitions_dir);
   }
   definitions_ = std::make_unique<control::DefinitionStore>(definitions_dir);
+  if (const size_t removed = definitions_->RemoveUnfinishedWrites(); removed != 0) {
+    spdlog::warn("mdevctl.d: removed {} definitions a killed daemon left half written", removed);
+  }
   autostart_ = std::make_unique<Autostarter>(*registry_, *definitions_);
   registry_->AddObserver(autostart_.get());
   UMDEV_TRY(RegisterParents());

@@ -39,6 +39,10 @@ class DefinitionStore {
                      Mode mode) UMDEV_EXCLUDES(mu_);
   // Errors: ENOENT not defined; EINVAL bad parent name; unlink errno.
   Result<void> Remove(const std::string& parent, const Uuid& uuid) UMDEV_EXCLUDES(mu_);
+  // Deletes DIR/<parent>/<uuid>.tmp files: writes a killed daemon did not
+  // finish (the definition it replaced, if any, is intact). Only the daemon
+  // that holds the state dir may call it. Returns how many it removed.
+  size_t RemoveUnfinishedWrites() UMDEV_EXCLUDES(mu_);
 
  private:
   std::string PathOf(const std::string& parent, const Uuid& uuid) const;
