@@ -165,13 +165,15 @@ Result<void> GpuDevice::SetState(vfio_device_mig_state next) {
     return loaded;
   }
   if (next == VFIO_DEVICE_STATE_RESUMING) {
-    resuming_.emplace();
+    // Assigned, not emplace()d: clang 16 does not see these nested structs
+    // with member initializers as default-constructible (the fuzz build).
+    resuming_ = ResumingStream{};
     mig_state_ = next;
     return {};
   }
   if (IsRunning(cur) && !IsRunning(next)) Quiesce();
   if (IsSavingState(next) && !IsSavingState(cur)) {
-    saving_.emplace();
+    saving_ = SavingStream{};
     const uint64_t pages = (slice_->size() + kPageSize - 1) / kPageSize;
     saving_->sent_hash.assign(pages, 0);
     saving_->sent.assign(pages, false);
