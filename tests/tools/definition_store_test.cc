@@ -194,5 +194,28 @@ TEST_F(DefinitionStoreTest, UnfinishedWritesOfAKilledDaemonAreRemovedAndNothingE
   EXPECT_EQ(listed[0].definition.mdev_type, "mtty-1");  // The old one is intact.
 }
 
+TEST(DefinitionTest, ANumberThatOverflowsIsEinvalNotAnException) {
+  // Found by fuzz_control: nlohmann throws out_of_range for 1e999, which
+  // ParseJsonText did not catch; a definition file holding one ended umdevd.
+  for (const char* text : {"1e999", R"({"mdev_type":"mtty-1","start":-1e400})",
+                           R"({"uuid": 442e4444444444444448888888888})"}) {
+    auto parsed = ParseJsonText(text);
+    ASSERT_FALSE(parsed.has_value()) << text;
+    EXPECT_EQ(parsed.error().code, EINVAL) << text;
+  }
+}
+
+TEST_F(DefinitionStoreTest, ADefinitionFileThatDoesNotParseIsSkipped) {
+  DefinitionStore store(dir_.string());
+  const Uuid good = U("0b5c1e2a-3d4f-4a5b-8c6d-7e8f9a0b1c2d");
+  ASSERT_TRUE(store.Write("mtty", good, Definition{"mtty-1", true, {}},
+                          DefinitionStore::Mode::kCreate));
+  std::ofstream(dir_ / "mtty" / "11111111-1111-4111-8111-111111111111")
+      << R"({"mdev_type":"mtty-1","start":1e999})";
+  const auto listed = store.List();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].uuid, good);
+}
+
 }  // namespace
 }  // namespace umdev::control

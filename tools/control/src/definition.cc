@@ -81,6 +81,10 @@ Result<Json> ParseJsonText(std::string_view text) {
       ++column;
     }
     return Fail(EINVAL, fmt::format("{} at line {} column {}", what, line, column));
+  } catch (const Json::exception& error) {
+    // A number that overflows a double (1e999): serde_json refuses it too.
+    // Found by fuzz_control; a definition file holding one stopped umdevd.
+    return Fail(EINVAL, std::string("number out of range: ") + error.what());
   }
 }
 
