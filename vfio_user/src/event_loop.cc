@@ -132,12 +132,15 @@ void EventLoop::Run() {
       break;
     }
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 == kWakeId) {
+      // epoll_event is packed: copy the id out rather than bind a reference
+      // to a misaligned field (UBSan in fuzz_vfio_user).
+      const uint64_t id = events[i].data.u64;
+      if (id == kWakeId) {
         uint64_t count;
         (void)!::read(wake_.get(), &count, sizeof(count));
         continue;
       }
-      auto it = watches_.find(events[i].data.u64);
+      auto it = watches_.find(id);
       if (it == watches_.end()) continue;  // Unwatched earlier in this batch.
       auto handler = it->second.second;   // Survives an Unwatch from inside.
       (*handler)(events[i].events);
