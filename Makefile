@@ -3,8 +3,9 @@
 #              creates an mtty instance and prints the QEMU command that attaches it
 #   make test  installs what is missing, builds, builds (once, cached outside the
 #              repository) the QEMU root the end-to-end tests run, runs every
-#              test, then the unit tests under ASan+UBSan and the concurrency
-#              tests under TSan
+#              test, then the unit tests and the daemon end to end under
+#              ASan+UBSan, the concurrency tests under TSan, and each libFuzzer
+#              target for a short fixed budget
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 # ccache keeps its cache outside the repository, shared by all build trees.
@@ -12,7 +13,15 @@ export CCACHE_DIR ?= $(HOME)/.cache/ccache
 CONFIGURE := cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DUMDEV_WERROR=ON
 CTEST := ctest -j$(JOBS) --output-on-failure --timeout 600
 
-.PHONY: all setup build qemu-root run test test-regular test-asan test-tsan bench clean
+# Seconds each fuzz target runs: `make fuzz` (FUZZ_SECONDS) and inside
+# `make test` (FUZZ_TEST_SECONDS, short so that CI stays within its time).
+FUZZ_SECONDS ?= 300
+FUZZ_TEST_SECONDS ?= 20
+# Rounds of each kill in `make soak` (the regular pass runs 3).
+SOAK_ROUNDS ?= 100
+
+.PHONY: all setup build qemu-root run test test-regular test-asan test-tsan test-fuzz fuzz soak \
+        bench clean
 
 all: build
 
@@ -33,7 +42,7 @@ qemu-root: setup
 run: build
 	bash scripts/run --state-dir ./.umdev
 
-test: test-regular test-asan test-tsan
+test: test-regular test-asan test-tsan test-fuzz
 
 # The end-to-end tests find QEMU through UMDEV_QEMU_ROOT; the sanitizer passes
 # run no QEMU and do not need it.
@@ -41,18 +50,35 @@ test-regular: build qemu-root
 	root="$$(bash scripts/qemu-root --print-path)" && cd build && \
 	  UMDEV_QEMU_ROOT="$$root" $(CTEST)
 
-# Sanitizer passes build only the test executables their label selects.
-test-asan: setup
+# Sanitizer passes build only the test executables their label selects. The
+# ASan pass also runs the real daemon end to end (label asan_e2e: hostile
+# clients and kills against an ASan umdevd, QEMU included).
+test-asan: setup qemu-root
 	$(CONFIGURE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DUMDEV_SANITIZE=address \
 	  -DUMDEV_BUILD_BENCHMARKS=OFF
-	cmake --build build-asan -j$(JOBS) --target unit_tests
-	cd build-asan && $(CTEST) -L unit
+	cmake --build build-asan -j$(JOBS) --target unit_tests asan_e2e_tests
+	root="$$(bash scripts/qemu-root --print-path)" && cd build-asan && \
+	  UMDEV_QEMU_ROOT="$$root" ASAN_OPTIONS=handle_sigbus=0 $(CTEST) -L 'unit|asan_e2e'
 
 test-tsan: setup
 	$(CONFIGURE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUMDEV_SANITIZE=thread \
 	  -DUMDEV_BUILD_BENCHMARKS=OFF
 	cmake --build build-tsan -j$(JOBS) --target concurrency_tests
 	cd build-tsan && $(CTEST) -L concurrency
+
+# libFuzzer targets (clang-16, ASan+UBSan): a short fixed budget each here,
+# FUZZ_SECONDS each in `make fuzz`. scripts/fuzz prints execs and coverage.
+test-fuzz: setup
+	bash scripts/fuzz $(FUZZ_TEST_SECONDS)
+
+fuzz: setup
+	bash scripts/fuzz $(FUZZ_SECONDS)
+
+# The kill tests for SOAK_ROUNDS rounds each (QEMU mid-DMA, a migration client
+# mid-stream, umdevd mid-define).
+soak: build qemu-root
+	root="$$(bash scripts/qemu-root --print-path)" && cd build && \
+	  UMDEV_QEMU_ROOT="$$root" UMDEV_SOAK_ROUNDS=$(SOAK_ROUNDS) ./tests/kill_soak_test
 
 # Benchmarks print their figures as ratios to a floor measured in the same run
 # (docs/*-benchmark.md; gpu_slice_bench: docs/gpu.md). The QEMU cases of
@@ -64,4 +90,4 @@ bench: build qemu-root
 	./build/bench/gpu_slice_bench
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
