@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "server_fixture.h"
 
@@ -14,7 +15,8 @@ namespace {
 // of guest memory there at once, on the caller's thread; they read back at 8.
 class SyncDmaDevice final : public DeviceOps {
  public:
-  explicit SyncDmaDevice(DmaAccess& dma) : dma_(dma) {}
+  // |read_size|: how many bytes each DMA reads (the first 4 are kept).
+  explicit SyncDmaDevice(DmaAccess& dma, size_t read_size = 4) : dma_(dma), read_size_(read_size) {}
   DeviceInfo GetInfo() override { return DeviceInfo{}; }
   Result<RegionInfo> GetRegionInfo(uint32_t index) override {
     if (index >= VFIO_PCI_NUM_REGIONS) return Fail(EINVAL, "index");
@@ -39,8 +41,10 @@ class SyncDmaDevice final : public DeviceOps {
     }
     uint64_t iova;
     std::memcpy(&iova, data.data(), 8);
+    std::vector<std::byte> bytes(read_size_);
+    UMDEV_TRY(dma_.DmaRead(iova, bytes));
     uint32_t value = 0;
-    UMDEV_TRY(dma_.DmaRead(iova, std::as_writable_bytes(std::span(&value, 1))));
+    std::memcpy(&value, bytes.data(), 4);
     last_ = value;
     return data.size();
   }
@@ -53,18 +57,23 @@ class SyncDmaDevice final : public DeviceOps {
 
  private:
   DmaAccess& dma_;
+  const size_t read_size_;
   std::atomic<uint32_t> last_{0};
 };
 
 class SyncDmaParent final : public ParentDriver {
  public:
+  explicit SyncDmaParent(size_t read_size = 4) : read_size_(read_size) {}
   std::string parent_name() const override { return "sync_dma"; }
   std::string driver_name() const override { return "sync"; }
   std::vector<MdevTypeSpec> types() const override { return {{"1", "", ""}}; }
   unsigned max_instances() const override { return 4; }
   Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override {
-    return std::make_unique<SyncDmaDevice>(context.dma);
+    return std::make_unique<SyncDmaDevice>(context.dma, read_size_);
   }
+
+ private:
+  const size_t read_size_;
 };
 
 TEST_F(ServerTest, DmaFromInsideACommandIsServedWhileTheClientKeepsSending) {
@@ -169,6 +178,46 @@ TEST_F(ServerTest, CommandsQueuedWhileOwingDmaAreBoundedThenTheClientIsDropped) 
   auto next = RawPeer::Connect(server_->SocketPath(uuid));
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(RawPeer::ErrorOf(next->Negotiate()), 0);
+}
+
+TEST_F(ServerTest, DmaReadsAreCutToTheSmallerOfBothMaxDataXferSizes) {
+  // The client offers 1 MiB, the server takes 64 KiB: a 100 KiB read comes
+  // as DMA_READs of at most 64 KiB, whose replies the server can take.
+  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>(100 * 1024)));
+  const Uuid uuid = Uuid::Generate();
+  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
+  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  ASSERT_TRUE(peer.has_value());
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
+  ASSERT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDmaMap,
+                                        Payload(DmaMapPayload{32, kProtRead, 0, 0, 0x20000}))),
+            0);
+  const uint16_t id = peer->Send(
+      Command::kRegionWrite,
+      Payload(RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 8}, uint64_t{0}));
+  uint64_t total = 0;
+  int requests = 0;
+  for (;;) {
+    auto message = peer->Receive();
+    ASSERT_TRUE(message.has_value());
+    if (message->header.command != static_cast<uint16_t>(Command::kDmaRead)) {
+      EXPECT_EQ(message->header.msg_id, id);
+      EXPECT_EQ(RawPeer::ErrorOf(*message), 0);
+      break;
+    }
+    auto request = LoadPayload<DmaAccessPayload>(message->payload);
+    ASSERT_TRUE(request.has_value());
+    EXPECT_LE(request->count, 64u * 1024);
+    ++requests;
+    total += request->count;
+    Header reply = message->header;
+    reply.flags = kTypeReply;
+    std::vector<std::byte> payload = Payload(*request);
+    payload.resize(payload.size() + request->count);
+    ASSERT_TRUE(SendMessage(peer->fd(), reply, payload));
+  }
+  EXPECT_EQ(total, 100u * 1024);
+  EXPECT_EQ(requests, 2);
 }
 
 TEST_F(ServerTest, DmaFromTruncatedGuestMemoryIsEfaultAndTheClientStays) {

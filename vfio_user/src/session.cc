@@ -289,7 +289,10 @@ void Session::Abandon(const std::string& why) {
 
 Result<void> Session::DmaRead(uint64_t iova, std::span<std::byte> out) {
   while (!out.empty()) {
-    const uint64_t count = std::min<uint64_t>(out.size(), peer_max_xfer_);
+    // The reply carries |count| bytes to us: bounded by our limit too, or
+    // it would arrive oversized and be dropped.
+    const uint64_t count =
+        std::min<uint64_t>({out.size(), peer_max_xfer_, limits_.max_data_xfer_size});
     const DmaAccessPayload request{iova, count};
     UMDEV_ASSIGN_OR_RETURN(Message reply,
                            Request(Command::kDmaRead, std::as_bytes(std::span(&request, 1))));
