@@ -9,7 +9,11 @@
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 # ccache keeps its cache outside the repository, shared by all build trees.
+# Paths are hashed relative to the checkout, so that a fresh clone in another
+# folder (CI's) hits what an earlier one compiled.
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
+export CCACHE_BASEDIR ?= $(CURDIR)
+export CCACHE_NOHASHDIR ?= 1
 CONFIGURE := cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DUMDEV_WERROR=ON
 CTEST := ctest -j$(JOBS) --output-on-failure --timeout 600
 
