@@ -271,6 +271,36 @@ TEST_P(GpuGuestCopyTest, ResetAndCloseLetGoOfEveryPin) {
   EXPECT_EQ(dma_.pins(), 2);
 }
 
+// The client truncates its (unsealed) memfd under the device: a COPY through
+// a pin taken before gets EFAULT, not a SIGBUS of the daemon; a COPY from a
+// page that has no backing any more gets EFAULT, not mlock's ENOMEM.
+TEST_P(GpuGuestCopyTest, ACopyFromGuestMemoryTheClientTruncatedIsEfault) {
+  ASSERT_TRUE(backend_.Unmap(kGuestIova, kGuestBytes).has_value());
+  ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = kGuestIova, .size = 0x10000,
+                                         .prot = kProtRead | kProtWrite,
+                                         .fd = UniqueFd(::dup(guest_fd_.get())), .offset = 0})
+                  .has_value());
+  UniqueFd data(::memfd_create("truncated-guest-ram", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(data.get(), 0x8000), 0);
+  ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = kDataIova, .size = 0x8000,
+                                         .prot = kProtRead | kProtWrite,
+                                         .fd = UniqueFd(::dup(data.get())), .offset = 0})
+                  .has_value());
+  EnableQueue();
+  Submit({Copy(kCopySrcGuest, kDataIova, 0, 0x1000)});  // Pins the block.
+  ASSERT_EQ(Reg(kRegErrorCode), 0u);
+  ASSERT_EQ(::ftruncate(data.get(), 0), 0);
+  Submit({Copy(kCopySrcGuest, kDataIova, 0, 0x1000)});
+  EXPECT_EQ(Reg(kRegErrorCode), static_cast<uint32_t>(EFAULT));
+  // The function is reset (pins dropped): the next pin meets the hole.
+  ASSERT_TRUE(device_->Reset().has_value());
+  EnableQueue();
+  Submit({Copy(kCopySrcGuest, kDataIova, 0, 0x1000)});
+  EXPECT_EQ(Reg(kRegErrorCode), static_cast<uint32_t>(EFAULT));
+  device_->Close();
+  EXPECT_EQ(account_->used(), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, GpuGuestCopyTest,
                          ::testing::Values(EngineKind::kVulkan, EngineKind::kCpu), EngineName);
 
