@@ -55,30 +55,29 @@ function(umdev_test name)
   if(A_WHOLE)
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES TIMEOUT 600 LABELS "${A_LABELS}")
-    foreach(label IN LISTS A_LABELS)
-      if(NOT TARGET ${label}_tests)
-        add_custom_target(${label}_tests)
-      endif()
-      add_dependencies(${label}_tests ${name})
-    endforeach()
-    return()
+  else()
+    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
+    # Labels go on once CTest has loaded the discovered tests (their names are
+    # in ${name}_TESTS): gtest_discover_tests's PROPERTIES keeps only the first
+    # element of a list, so "unit;concurrency" would lose "concurrency".
+    set(labels_file "${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake")
+    file(WRITE "${labels_file}"
+         "if(DEFINED ${name}_TESTS)\n"
+         "  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${A_LABELS}\")\n"
+         "endif()\n")
+    set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${labels_file}")
   endif()
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
-  # Labels go on once CTest has loaded the discovered tests (their names are
-  # in ${name}_TESTS): gtest_discover_tests's PROPERTIES keeps only the first
-  # element of a list, so "unit;concurrency" would lose "concurrency".
-  set(labels_file "${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake")
-  file(WRITE "${labels_file}"
-       "if(DEFINED ${name}_TESTS)\n"
-       "  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${A_LABELS}\")\n"
-       "endif()\n")
-  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${labels_file}")
-  # Aggregate targets per label (unit_tests, concurrency_tests, ...) let the
-  # sanitizer builds compile only the executables their pass runs.
-  foreach(label IN LISTS A_LABELS)
+  umdev_label_targets(${name} "${A_LABELS}")
+endfunction()
+
+# umdev_label_targets(TARGET LABELS): aggregate targets per label
+# (unit_tests, concurrency_tests, ...) let the sanitizer builds compile only
+# the executables their pass runs.
+function(umdev_label_targets target labels)
+  foreach(label IN LISTS labels)
     if(NOT TARGET ${label}_tests)
       add_custom_target(${label}_tests)
     endif()
-    add_dependencies(${label}_tests ${name})
+    add_dependencies(${label}_tests ${target})
   endforeach()
 endfunction()

@@ -13,8 +13,7 @@
 #include <span>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
+#include "fuzz_world.h"
 #include "umdev/mdev_core/container.h"
 #include "umdev/mdev_core/device.h"
 #include "umdev/mdev_core/registry.h"
@@ -33,15 +32,8 @@ constexpr uint32_t kEntries = 16;
 
 struct World {
   World() {
-    spdlog::set_level(spdlog::level::off);
-    auto account = std::make_shared<pinning::LockedMemoryAccount>(64ull << 20);
-    registry.iommu_drivers().Register(std::make_shared<pinning::Type1Driver>(account)).value();
-    registry
-        .RegisterParent(vendor::gpu::GpuParent::Create({.parent_name = "gpu0",
-                                                        .engine = vendor::gpu::EngineKind::kCpu,
-                                                        .memory = uint64_t{16} << 20})
-                            .value())
-        .value();
+    fuzz::PrepareRegistry(registry);
+    fuzz::RegisterCpuGpu(registry);
     registry.CreateMdev("gpu0", "gpu-1of8", device).value();
   }
   Registry registry;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 
+#include "fuzz_world.h"
 #include "umdev/mdev_core/container.h"
 #include "umdev/mdev_core/device.h"
 #include "umdev/mdev_core/registry.h"
@@ -16,24 +17,15 @@
 #include "umdev/vendor/serial/migration_stream.h"
 #include "umdev/vendor/serial/mtty_parent.h"
 
-#include <spdlog/spdlog.h>
-
 namespace {
 
 using namespace umdev;
 
 struct World {
   World() {
-    spdlog::set_level(spdlog::level::off);
-    auto account = std::make_shared<pinning::LockedMemoryAccount>(64ull << 20);
-    registry.iommu_drivers().Register(std::make_shared<pinning::Type1Driver>(account)).value();
+    fuzz::PrepareRegistry(registry);
     registry.RegisterParent(vendor::serial::MttyParent::Create().value()).value();
-    registry
-        .RegisterParent(vendor::gpu::GpuParent::Create({.parent_name = "gpu0",
-                                                        .engine = vendor::gpu::EngineKind::kCpu,
-                                                        .memory = uint64_t{16} << 20})
-                            .value())
-        .value();
+    fuzz::RegisterCpuGpu(registry);
     registry.CreateMdev("mtty", "mtty-2", devices[0]).value();
     registry.CreateMdev("gpu0", "gpu-1of2", devices[1]).value();
   }

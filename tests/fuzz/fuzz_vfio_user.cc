@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "fuzz_world.h"
 #include "umdev/common/unix_address.h"
 #include "umdev/mdev_core/registry.h"
 #include "umdev/pinning/type1_driver.h"
@@ -36,18 +37,11 @@ using namespace umdev;
 
 struct World {
   World() {
-    spdlog_off();
+    fuzz::PrepareRegistry(registry);
     dir = std::filesystem::temp_directory_path() / ("umdev-fuzz-vu-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
-    auto account = std::make_shared<pinning::LockedMemoryAccount>(64ull << 20);
-    registry.iommu_drivers().Register(std::make_shared<pinning::Type1Driver>(account)).value();
     registry.RegisterParent(vendor::serial::MttyParent::Create().value()).value();
-    registry
-        .RegisterParent(vendor::gpu::GpuParent::Create({.parent_name = "gpu0",
-                                                        .engine = vendor::gpu::EngineKind::kCpu,
-                                                        .memory = uint64_t{16} << 20})
-                            .value())
-        .value();
+    fuzz::RegisterCpuGpu(registry);
     vfio_user::ServerOptions options;
     options.socket_dir = (dir / "vfio-user").string();
     options.message_timeout = std::chrono::milliseconds(100);
@@ -58,7 +52,6 @@ struct World {
     registry.CreateMdev("mtty", "mtty-1", devices[0]).value();
     registry.CreateMdev("gpu0", "gpu-1of2", devices[1]).value();
   }
-  static void spdlog_off();
   std::filesystem::path dir;
   Registry registry;
   std::unique_ptr<vfio_user::Server> server;
@@ -127,9 +120,6 @@ void Drain(int socket, int quiet_ms) {
 }
 
 }  // namespace
-
-#include <spdlog/spdlog.h>
-void World::spdlog_off() { spdlog::set_level(spdlog::level::off); }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World* world = new World();

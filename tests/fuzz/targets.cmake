@@ -11,7 +11,9 @@ set(UMDEV_FUZZ_TARGETS
   fuzz_gpu_ring "umdev::pinning,umdev::vendor_gpu"
 )
 
-if(COMMAND umdev_fuzz_target)
+# umdev_foreach_fuzz_target(FUNCTION): calls FUNCTION(NAME LIBRARY...) for
+# every target above.
+function(umdev_foreach_fuzz_target fn)
   list(LENGTH UMDEV_FUZZ_TARGETS count)
   math(EXPR last "${count} - 1")
   foreach(i RANGE 0 ${last} 2)
@@ -19,6 +21,6 @@ if(COMMAND umdev_fuzz_target)
     list(GET UMDEV_FUZZ_TARGETS ${i} name)
     list(GET UMDEV_FUZZ_TARGETS ${j} deps)
     string(REPLACE "," ";" deps "${deps}")
-    umdev_fuzz_target(${name} DEPS ${deps})
+    cmake_language(CALL ${fn} ${name} ${deps})
   endforeach()
-endif()
+endfunction()

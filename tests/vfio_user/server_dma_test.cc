@@ -3,6 +3,7 @@
 // at once on the server's loop pool.
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -76,14 +77,25 @@ class SyncDmaParent final : public ParentDriver {
   const size_t read_size_;
 };
 
+// Registers a SyncDmaParent whose DMA reads |read_size| bytes, creates its
+// instance (its UUID in |uuid|) and returns a client that negotiated with it.
+std::optional<RawPeer> AttachSyncDmaDevice(Registry& registry, Server& server, Uuid& uuid,
+                                           size_t read_size = 4) {
+  uuid = Uuid::Generate();
+  if (!registry.RegisterParent(std::make_shared<SyncDmaParent>(read_size)).has_value() ||
+      !registry.CreateMdev("sync_dma", "sync-1", uuid).has_value()) {
+    return std::nullopt;
+  }
+  auto peer = RawPeer::Connect(server.SocketPath(uuid));
+  if (!peer.has_value() || RawPeer::ErrorOf(peer->Negotiate()) != 0) return std::nullopt;
+  return std::move(*peer);
+}
+
 TEST_F(ServerTest, DmaFromInsideACommandIsServedWhileTheClientKeepsSending) {
-  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
-  const Uuid uuid = Uuid::Generate();
-  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
-  auto connected = RawPeer::Connect(server_->SocketPath(uuid));
-  ASSERT_TRUE(connected.has_value());
-  RawPeer& peer = *connected;
-  ASSERT_EQ(RawPeer::ErrorOf(peer.Negotiate()), 0);
+  Uuid uuid;
+  auto attached = AttachSyncDmaDevice(*registry_, *server_, uuid);
+  ASSERT_TRUE(attached.has_value());
+  RawPeer& peer = *attached;
   ASSERT_EQ(RawPeer::ErrorOf(peer.Call(Command::kDmaMap,
                                        Payload(DmaMapPayload{32, kProtRead, 0, 0x5000, 0x1000}))),
             0);
@@ -118,12 +130,9 @@ class ShortTimeoutServerTest : public ServerTest {
 };
 
 TEST_F(ShortTimeoutServerTest, UnansweredDmaTimesOutAndTheCommandFails) {
-  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
-  const Uuid uuid = Uuid::Generate();
-  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
-  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  Uuid uuid;
+  auto peer = AttachSyncDmaDevice(*registry_, *server_, uuid);
   ASSERT_TRUE(peer.has_value());
-  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
   ASSERT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDmaMap,
                                         Payload(DmaMapPayload{32, kProtRead, 0, 0, 0x1000}))),
             0);
@@ -145,12 +154,9 @@ TEST_F(ShortTimeoutServerTest, UnansweredDmaTimesOutAndTheCommandFails) {
 }
 
 TEST_F(ServerTest, CommandsQueuedWhileOwingDmaAreBoundedThenTheClientIsDropped) {
-  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
-  const Uuid uuid = Uuid::Generate();
-  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
-  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  Uuid uuid;
+  auto peer = AttachSyncDmaDevice(*registry_, *server_, uuid);
   ASSERT_TRUE(peer.has_value());
-  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
   ASSERT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDmaMap,
                                         Payload(DmaMapPayload{32, kProtRead, 0, 0, 0x1000}))),
             0);
@@ -183,12 +189,9 @@ TEST_F(ServerTest, CommandsQueuedWhileOwingDmaAreBoundedThenTheClientIsDropped) 
 TEST_F(ServerTest, DmaReadsAreCutToTheSmallerOfBothMaxDataXferSizes) {
   // The client offers 1 MiB, the server takes 64 KiB: a 100 KiB read comes
   // as DMA_READs of at most 64 KiB, whose replies the server can take.
-  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>(100 * 1024)));
-  const Uuid uuid = Uuid::Generate();
-  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
-  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  Uuid uuid;
+  auto peer = AttachSyncDmaDevice(*registry_, *server_, uuid, 100 * 1024);
   ASSERT_TRUE(peer.has_value());
-  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
   ASSERT_EQ(RawPeer::ErrorOf(peer->Call(Command::kDmaMap,
                                         Payload(DmaMapPayload{32, kProtRead, 0, 0, 0x20000}))),
             0);
@@ -221,12 +224,9 @@ TEST_F(ServerTest, DmaReadsAreCutToTheSmallerOfBothMaxDataXferSizes) {
 }
 
 TEST_F(ServerTest, DmaFromTruncatedGuestMemoryIsEfaultAndTheClientStays) {
-  ASSERT_TRUE(registry_->RegisterParent(std::make_shared<SyncDmaParent>()));
-  const Uuid uuid = Uuid::Generate();
-  ASSERT_TRUE(registry_->CreateMdev("sync_dma", "sync-1", uuid));
-  auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+  Uuid uuid;
+  auto peer = AttachSyncDmaDevice(*registry_, *server_, uuid);
   ASSERT_TRUE(peer.has_value());
-  ASSERT_EQ(RawPeer::ErrorOf(peer->Negotiate()), 0);
   // An unsealed memfd (no MFD_ALLOW_SEALING): it cannot be sealed, so the
   // server maps it and must survive its truncation.
   UniqueFd memory = GuestMemory(0x2000);
