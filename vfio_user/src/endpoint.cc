@@ -2,6 +2,7 @@
 #include "endpoint.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -86,6 +87,11 @@ void Endpoint::SetAllowedUids(std::vector<uid_t> uids) {
   allowed_uids_ = std::move(uids);
 }
 
+bool Endpoint::PeerHungUp(int connection) {
+  pollfd p{connection, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 Result<void> Endpoint::CheckPeer(int fd) {
   ucred cred{};
   socklen_t len = sizeof(cred);
@@ -104,11 +110,14 @@ void Endpoint::OnAcceptable() {
   auto accepted = AcceptConnection(listener_.get(), SOCK_CLOEXEC, "vfio-user " + name_);
   if (!accepted.has_value()) return;  // EAGAIN, a client that left, or EMFILE (logged).
   UniqueFd socket = std::move(*accepted);
-  if (client_ && !client_->gone) {
+  if (client_ && !client_->gone && !PeerHungUp(client_->connection.get())) {
     spdlog::warn("vfio-user: {}: refused a second client: one is attached already", name_);
     return;
   }
-  DropClient();  // The thread of a client that left idles until now.
+  // A client that left (or whose peer just hung up, its session still being
+  // torn down on its thread): wait for that, then take the new one, so that
+  // a client may reconnect at once.
+  DropClient();
   if (auto allowed = CheckPeer(socket.get()); !allowed.has_value()) {
     spdlog::warn("vfio-user: {}: refused a client: {}", name_, allowed.error().Describe());
     return;
@@ -121,12 +130,21 @@ void Endpoint::OnAcceptable() {
   }
   auto client = std::make_unique<Client>();
   client->loop = std::move(*client_loop);
+  client->connection = UniqueFd(::fcntl(socket.get(), F_DUPFD_CLOEXEC, 0));
+  if (!client->connection) {
+    spdlog::warn("vfio-user: {}: refused a client: {}", name_,
+                 FailErrno("dup").error().Describe());
+    return;
+  }
   auto session = Attach(std::move(socket), *client->loop);
   if (!session.has_value()) {
     spdlog::warn("vfio-user: {}: refused a client: {}", name_, session.error().Describe());
     return;
   }
   client->loop->Start();
+  // Connected from before the first command is served: a client quick
+  // enough to finish before this handler does must not read as never seen.
+  connected_ = true;
   Result<uint64_t> watched;
   Client& served = *client;
   client->loop->RunSync([&] {
@@ -142,10 +160,10 @@ void Endpoint::OnAcceptable() {
   if (!watched.has_value()) {
     spdlog::error("vfio-user: {}: cannot watch the client: {}", name_,
                   watched.error().Describe());
+    connected_ = false;
     return;  // |client| joins its thread as it goes out of scope.
   }
   client_ = std::move(client);
-  connected_ = true;
   spdlog::info("vfio-user: {}: client attached", name_);
 }
 
@@ -182,11 +200,6 @@ void Endpoint::OnSessionReadable(Client& client) {
 void Endpoint::EndSession(Client& client) {
   if (!client.session) return;
   client.loop->Unwatch(client.watch);
-  // The client must not see the connection end before the endpoint takes a
-  // new one: a client that reconnects at once would be refused as a second
-  // client. So the connection outlives the session by a duplicate until
-  // |gone| is set.
-  UniqueFd connection(::fcntl(client.session->fd(), F_DUPFD_CLOEXEC, 0));
   client.session.reset();  // Closes the device and unmaps its DMA.
   client.gone = true;
 }

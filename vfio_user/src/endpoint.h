@@ -45,12 +45,18 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   // The attached client: its thread, and the session that thread serves.
   struct Client {
     std::unique_ptr<EventLoop> loop;
+    // A duplicate of the connection, kept until the client is joined: the
+    // client sees the connection end only once the endpoint can take a new
+    // one, and the shared loop can tell whether the peer has hung up.
+    UniqueFd connection;
     std::unique_ptr<Session> session;  // Client thread only.
     uint64_t watch = 0;                // Client thread only.
     std::atomic<bool> gone{false};     // The session was dropped; the thread idles.
   };
 
   void OnAcceptable();
+  // Whether the other end of |connection| has closed it.
+  static bool PeerHungUp(int connection);
   // Why a connecting peer may not attach, or nothing.
   Result<void> CheckPeer(int fd) UMDEV_EXCLUDES(mu_);
   Result<std::unique_ptr<Session>> Attach(UniqueFd socket, EventLoop& client_loop);
