@@ -49,12 +49,14 @@ Result<UniqueFd> AcceptConnection(int listener, int flags, std::string_view what
     g_reserve.Reset();
     UniqueFd refused(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
     refused.Reset();
+    // Logged while the reserve is free: whatever the logger needs, it has
+    // a descriptor.
+    if (ShouldLog()) {
+      spdlog::error("{}: refused a connection: the daemon is at its descriptor limit ({}); "
+                    "existing clients are still served",
+                    what, ErrnoName(error));
+    }
     KeepReserveLocked();
-  }
-  if (ShouldLog()) {
-    spdlog::error("{}: refused a connection: the daemon is at its descriptor limit ({}); "
-                  "existing clients are still served",
-                  what, ErrnoName(error));
   }
   return Fail(error, "accept: at the descriptor limit");
 }

@@ -42,6 +42,16 @@ Result<std::vector<void*>> Type1Backend::PinPages(DmaUnmapListener& owner, uint6
                                     fmt::ptr(&owner)));
   }
   UMDEV_ASSIGN_OR_RETURN(std::vector<PinTarget> targets, PlanPinLocked(iova, npage, prot));
+  // A page past the end of the client's file (truncated after DMA_MAP) has
+  // no backing: the kernel's EFAULT for an unbacked vaddr. Probed, not
+  // inferred from mlock(), which says ENOMEM for it (and, under ASan, which
+  // makes mlock() a no-op, nothing at all).
+  for (const PinTarget& target : targets) {
+    if (!ProbeGuestMemory(target.host, kPageSize).has_value()) {
+      return Fail(EFAULT, fmt::format("pin {} pages at {:#x}: page {:#x} has no backing", npage,
+                                      iova, iova + (&target - targets.data()) * kPageSize));
+    }
+  }
 
   // Only the first pin of a page locks memory, so only it is charged (type1
   // accounts a pfn once, however many vendors pin it).
@@ -63,15 +73,6 @@ Result<std::vector<void*>> Type1Backend::PinPages(DmaUnmapListener& owner, uint6
   // mlock() both faults the pages in (the kernel's GUP) and keeps them
   // resident. It runs under mu_: an unmap must not slip in between.
   if (const int error = first_pins.LockAll(); error != 0) {
-    // mlock() says ENOMEM both for the locked-memory limit and for a page
-    // with no backing (the client's file is shorter than its mapping now).
-    // The latter is the kernel's EFAULT for an unbacked vaddr.
-    for (const PinTarget& target : targets) {
-      if (auto probed = ProbeGuestMemory(target.host, kPageSize); !probed.has_value()) {
-        return Fail(EFAULT, fmt::format("pin {} pages at {:#x}: page {:#x} has no backing", npage,
-                                        iova, iova + (&target - targets.data()) * kPageSize));
-      }
-    }
     return Fail(ENOMEM, fmt::format("pin {} pages at {:#x}: mlock: {}", npage, iova,
                                     ErrnoName(error)));
   }

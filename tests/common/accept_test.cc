@@ -72,6 +72,11 @@ void AcceptAtTheFdLimit() {
 }
 
 TEST(AcceptDeathTest, AtTheFdLimitTheClientIsRefusedAndTheListenerDrained) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check probes memory through a pipe: with no descriptor
+  // left it reports every virtual call as invalid. The regular pass runs it.
+  GTEST_SKIP() << "not under ASan+UBSan: UBSan needs a free descriptor";
+#endif
   EXPECT_EXIT(AcceptAtTheFdLimit(), ::testing::ExitedWithCode(0), "");
 }
 

@@ -245,6 +245,11 @@ void CreateAtTheFdLimit(Registry& registry, Server& server, const Uuid& existing
 }
 
 TEST_F(ServerTest, AtTheDescriptorLimitANewInstanceIsRefusedWithEmfile) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check probes memory through a pipe: with no descriptor
+  // left it reports every virtual call as invalid. The regular pass runs it.
+  GTEST_SKIP() << "not under ASan+UBSan: UBSan needs a free descriptor";
+#endif
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // The server's threads run.
   // A low limit so that the child reaches it quickly.
   rlimit saved{};
