@@ -81,6 +81,12 @@ TEST_F(Type1Test, MapOfAFileShorterThanTheRangeIsEinval) {
 }
 
 TEST_F(Type1Test, ReadingATruncatedMappingIsEfaultAndPinningItIsEfault) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer does not hand a synchronous SIGBUS to the program's own
+  // handler, so the recovery this test checks cannot run here; the regular
+  // and ASan passes run it.
+  GTEST_SKIP() << "not under TSan: it keeps SIGBUS from CopyGuestMemory's handler";
+#endif
   UniqueFd fd(::memfd_create("guest", MFD_CLOEXEC));
   ASSERT_EQ(::ftruncate(fd.get(), 4 * kPageSize), 0);
   const int raw = fd.get();

@@ -224,6 +224,12 @@ TEST_F(ServerTest, DmaReadsAreCutToTheSmallerOfBothMaxDataXferSizes) {
 }
 
 TEST_F(ServerTest, DmaFromTruncatedGuestMemoryIsEfaultAndTheClientStays) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer does not hand a synchronous SIGBUS to the program's own
+  // handler, so the recovery this test checks cannot run here; the regular
+  // and ASan passes run it.
+  GTEST_SKIP() << "not under TSan: it keeps SIGBUS from CopyGuestMemory's handler";
+#endif
   Uuid uuid;
   auto peer = AttachSyncDmaDevice(*registry_, *server_, uuid);
   ASSERT_TRUE(peer.has_value());

@@ -275,6 +275,12 @@ TEST_P(GpuGuestCopyTest, ResetAndCloseLetGoOfEveryPin) {
 // a pin taken before gets EFAULT, not a SIGBUS of the daemon; a COPY from a
 // page that has no backing any more gets EFAULT, not mlock's ENOMEM.
 TEST_P(GpuGuestCopyTest, ACopyFromGuestMemoryTheClientTruncatedIsEfault) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer does not hand a synchronous SIGBUS to the program's own
+  // handler, so the recovery this test checks cannot run here; the regular
+  // and ASan passes run it.
+  GTEST_SKIP() << "not under TSan: it keeps SIGBUS from CopyGuestMemory's handler";
+#endif
   ASSERT_TRUE(backend_.Unmap(kGuestIova, kGuestBytes).has_value());
   ASSERT_TRUE(backend_.Map(DmaMapRequest{.iova = kGuestIova, .size = 0x10000,
                                          .prot = kProtRead | kProtWrite,
