@@ -89,24 +89,13 @@ void Send(int socket, const uint8_t* bytes, size_t size, unsigned kind) {
   std::vector<UniqueFd> fds;
   if (kind != 0) fds.push_back(MakeFd(kind));
   if (kind == 7) fds.push_back(MakeFd(kind));
-  iovec iov{const_cast<uint8_t*>(bytes), size};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!fds.empty() && fds[0].valid()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    for (size_t i = 0; i < fds.size(); ++i) {
-      const int fd = fds[i].get();
-      std::memcpy(CMSG_DATA(c) + i * sizeof(int), &fd, sizeof(int));
-    }
+  std::vector<int> raw;
+  for (const UniqueFd& fd : fds) {
+    if (fd.valid()) raw.push_back(fd.get());
   }
-  (void)::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  iovec iov{const_cast<uint8_t*>(bytes), size};
+  // Never waits: a server that stopped reading is the input's business.
+  (void)vfio_user::SendWithFds(socket, std::span(&iov, 1), raw, MSG_DONTWAIT);
 }
 
 // Reads whatever the server sends (answering nothing) until it goes quiet.

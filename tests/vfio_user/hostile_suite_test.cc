@@ -61,35 +61,10 @@ UniqueFd MakeFd(FdKind kind) {
 
 // Sends exactly |bytes|, with the fds on the first byte.
 bool SendRaw(int socket, const std::vector<std::byte>& bytes, const std::vector<UniqueFd>& fds) {
+  std::vector<int> raw;
+  for (const UniqueFd& fd : fds) raw.push_back(fd.get());
   iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    if (c == nullptr) return false;
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    for (size_t i = 0; i < fds.size(); ++i) {
-      const int fd = fds[i].get();
-      std::memcpy(CMSG_DATA(c) + i * sizeof(int), &fd, sizeof(int));
-    }
-  }
-  size_t sent = 0;
-  while (sent < bytes.size()) {
-    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    sent += static_cast<size_t>(n);
-    iov.iov_base = const_cast<std::byte*>(bytes.data()) + sent;
-    iov.iov_len = bytes.size() - sent;
-    msg.msg_control = nullptr;
-    msg.msg_controllen = 0;
-  }
-  return true;
+  return SendWithFds(socket, std::span(&iov, 1), raw).has_value();
 }
 
 }  // namespace

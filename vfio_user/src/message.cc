@@ -94,16 +94,12 @@ Result<std::optional<Message>> MessageReader::ReadSome(int fd) {
   }
 }
 
-Result<void> SendMessage(int fd, Header header, std::span<const std::byte> payload,
-                         std::span<const int> fds) {
+Result<void> SendWithFds(int fd, std::span<iovec> iov, std::span<const int> fds, int flags) {
   if (fds.size() > kScmMaxFd) return Fail(EINVAL, "send: too many fds for one message");
-  header.msg_size = static_cast<uint32_t>(kHeaderSize + payload.size());
-  iovec iov[2] = {{&header, kHeaderSize},
-                  {const_cast<std::byte*>(payload.data()), payload.size()}};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kScmMaxFd)];
   msghdr msg{};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = payload.empty() ? 1 : 2;
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = iov.size();
   if (!fds.empty()) {
     msg.msg_control = control;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
@@ -113,9 +109,10 @@ Result<void> SendMessage(int fd, Header header, std::span<const std::byte> paylo
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  size_t left = kHeaderSize + payload.size();
+  size_t left = 0;
+  for (const iovec& part : iov) left += part.iov_len;
   while (left > 0) {
-    const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
     if (n < 0) {
       if (errno == EINTR) continue;
       return FailErrno("sendmsg");
@@ -137,6 +134,14 @@ Result<void> SendMessage(int fd, Header header, std::span<const std::byte> paylo
     }
   }
   return {};
+}
+
+Result<void> SendMessage(int fd, Header header, std::span<const std::byte> payload,
+                         std::span<const int> fds) {
+  header.msg_size = static_cast<uint32_t>(kHeaderSize + payload.size());
+  iovec iov[2] = {{&header, kHeaderSize},
+                  {const_cast<std::byte*>(payload.data()), payload.size()}};
+  return SendWithFds(fd, std::span(iov, payload.empty() ? 1 : 2), fds);
 }
 
 Result<Message> ReceiveMessage(int fd, MessageReader& reader, std::chrono::milliseconds timeout) {

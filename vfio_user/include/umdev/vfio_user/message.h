@@ -2,6 +2,8 @@
 // with the SCM_RIGHTS fds that arrived with it.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -58,6 +60,14 @@ class MessageReader {
   std::byte header_bytes_[kHeaderSize] = {};
   Message current_;
 };
+
+// Sends every byte of |iov| in order, with |fds| on the first byte
+// (SCM_RIGHTS), resuming short sends. |flags| is added to MSG_NOSIGNAL
+// (MSG_DONTWAIT: EAGAIN rather than waiting). For framing of one's own, as
+// tests that send malformed frames do. Errors: EINVAL more than 253 fds;
+// sendmsg's errno.
+Result<void> SendWithFds(int fd, std::span<iovec> iov, std::span<const int> fds = {},
+                         int flags = 0);
 
 // Sends one message; |header.msg_size| is set here. Blocks on a full socket
 // (bounded by the socket's SO_SNDTIMEO). Errors: sendmsg's errno (EPIPE,
