@@ -40,7 +40,8 @@ void Device::WaitIdleLocked() {
   while (calls_in_flight_ > 0 || transition_) changed_.Wait(mu_);
 }
 
-Result<uint64_t> Device::OpenFor(std::shared_ptr<IommuBackend> iommu) {
+Result<uint64_t> Device::OpenFor(std::shared_ptr<IommuBackend> iommu,
+                                 std::shared_ptr<const Vm> vm) {
   DeviceOps* ops = nullptr;
   bool has_listener = false;
   uint64_t generation = 0;
@@ -61,12 +62,17 @@ Result<uint64_t> Device::OpenFor(std::shared_ptr<IommuBackend> iommu) {
     has_listener = vendor_listener_ != nullptr;
     generation = generation_;
   }
-  // First open (kernel vfio_df_device_first_open): attach the unmap listener
-  // before the vendor can pin, then let the vendor set up.
-  Result<void> opened = has_listener ? iommu->AttachListener(*this) : Result<void>{};
+  // First open (kernel vfio_df_device_first_open): latch the VM and check
+  // the type's rules about it, attach the unmap listener before the vendor
+  // can pin, then let the vendor set up.
+  Result<void> opened = vm_.Latch(vm, name());
   if (opened.has_value()) {
-    opened = ops->Open();
-    if (!opened.has_value() && has_listener) iommu->DetachListener(*this);
+    opened = has_listener ? iommu->AttachListener(*this) : Result<void>{};
+    if (opened.has_value()) {
+      opened = ops->Open(OpenContext{.vm = std::move(vm)});
+      if (!opened.has_value() && has_listener) iommu->DetachListener(*this);
+    }
+    if (!opened.has_value()) vm_.Release();
   }
   MutexLock lock(mu_);
   transition_ = false;
@@ -85,6 +91,7 @@ void Device::CloseDevice(DeviceOps& ops, const std::shared_ptr<IommuBackend>& io
   ops.Close();
   // Detaching releases whatever pins the vendor failed to drop in Close().
   if (has_listener && iommu != nullptr) iommu->DetachListener(*this);
+  vm_.Release();  // The last close drops the VM reference (kernel vfio_device_put_kvm).
   MutexLock lock(mu_);
   if (open_count_ == 0) iommu_.reset();
   transition_ = false;
@@ -195,14 +202,26 @@ Result<void> Device::CallRegistered(const std::function<Result<void>(DeviceOps&)
 
 Result<std::vector<DeviceAttribute>> Device::Attributes() {
   std::vector<DeviceAttribute> attributes;
+  for (std::string& name : DeviceVmState::AttributeNames()) {
+    const bool writable = name == "bound_vm_uuid";
+    attributes.push_back(DeviceAttribute{.name = std::move(name), .readable = true,
+                                         .writable = writable});
+  }
   UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
-    attributes = ops.Attributes();
+    for (DeviceAttribute& attribute : ops.Attributes()) {
+      // The core's names win: a vendor cannot shadow the VM attributes.
+      if (!DeviceVmState::IsAttribute(attribute.name)) attributes.push_back(std::move(attribute));
+    }
     return {};
   }));
   return attributes;
 }
 
 Result<std::string> Device::ReadAttribute(std::string_view name) {
+  if (DeviceVmState::IsAttribute(name)) {
+    UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
+    return vm_.ReadAttribute(name);
+  }
   std::string value;
   UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
     UMDEV_ASSIGN_OR_RETURN(value, ops.ReadAttribute(name));
@@ -214,6 +233,10 @@ Result<std::string> Device::ReadAttribute(std::string_view name) {
 Result<void> Device::WriteAttribute(std::string_view name, std::string_view value) {
   // sysfs stores get what `echo` wrote, newline included.
   if (value.ends_with('\n')) value.remove_suffix(1);
+  if (DeviceVmState::IsAttribute(name)) {
+    UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
+    return vm_.WriteAttribute(name, value);
+  }
   return CallRegistered([&](DeviceOps& ops) { return ops.WriteAttribute(name, value); });
 }
 

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <linux/vfio.h>
 
+#include <utility>
+
 namespace umdev {
 
 Group::~Group() {
@@ -23,6 +25,11 @@ Result<std::shared_ptr<GroupFile>> Group::Open() {
 bool Group::is_open() const {
   MutexLock lock(mu_);
   return file_open_;
+}
+
+std::shared_ptr<const Vm> Group::vm() const {
+  MutexLock lock(mu_);
+  return vm_;
 }
 
 std::shared_ptr<Container> Group::container() const {
@@ -94,7 +101,7 @@ Result<std::unique_ptr<DeviceFile>> GroupFile::GetDeviceFd(std::string_view name
     }
     ++group.container_users_;
   }
-  auto generation = group.device_->OpenFor(iommu);
+  auto generation = group.device_->OpenFor(iommu, group_->vm());
   if (!generation.has_value()) {
     MutexLock lock(group.mu_);
     group.ReleaseUserLocked();
@@ -107,6 +114,14 @@ Result<std::unique_ptr<DeviceFile>> GroupFile::GetDeviceFd(std::string_view name
                                                       owner->ReleaseUserLocked();
                                                     }));
 }
+
+void GroupFile::SetVm(std::shared_ptr<const Vm> vm) {
+  std::shared_ptr<const Vm> previous;
+  MutexLock lock(group_->mu_);
+  previous = std::exchange(group_->vm_, std::move(vm));
+}
+
+std::shared_ptr<const Vm> GroupFile::vm() const { return group_->vm(); }
 
 Result<ExternalGroupRef> ExternalGroupRef::Get(const GroupFile& file) {
   Group& group = file.group();
@@ -140,7 +155,8 @@ void ExternalGroupRef::Put() {
 }
 
 Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(const std::shared_ptr<Group>& group,
-                                                   const std::shared_ptr<AddressSpace>& space) {
+                                                   const std::shared_ptr<AddressSpace>& space,
+                                                   std::shared_ptr<const Vm> vm) {
   {
     MutexLock lock(group->mu_);
     // kernel vfio_device_block_group: the two paths exclude each other.
@@ -149,7 +165,7 @@ Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(const std::shared_ptr<Group>&
     }
     ++group->cdev_opens_;
   }
-  auto generation = group->device_->OpenFor(space->iommu());
+  auto generation = group->device_->OpenFor(space->iommu(), std::move(vm));
   if (!generation.has_value()) {
     MutexLock lock(group->mu_);
     --group->cdev_opens_;

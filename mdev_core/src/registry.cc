@@ -19,6 +19,8 @@ struct Registry::Parent {
   unsigned max_instances = 0;         // 0: the driver's AvailableInstances() decides.
   unsigned available = 0;             // The shared counter, when max_instances > 0.
   unsigned creating = 0;              // Probes in progress.
+  // Which VM holds which open instance, for types with VmPolicy::one_per_vm.
+  std::shared_ptr<VmClaims> vm_claims = std::make_shared<VmClaims>();
   bool unregistering = false;
 };
 
@@ -85,12 +87,17 @@ std::shared_ptr<Registry::Parent> Registry::FindParentLocked(std::string_view na
 }
 
 MdevStatus Registry::StatusLocked(const Mdev& mdev) const {
+  std::optional<VmIdentity> vm;
+  if (mdev.device != nullptr) {
+    if (auto latched = mdev.device->vm(); latched != nullptr) vm = latched->identity();
+  }
   return MdevStatus{
       .uuid = mdev.uuid,
       .parent = mdev.parent->name,
       .type_id = mdev.parent->type_ids[mdev.type_index],
       .iommu_group = mdev.group_id,
       .open = mdev.device != nullptr && mdev.device->is_open(),
+      .vm = std::move(vm),
   };
 }
 
@@ -201,9 +208,10 @@ Result<void> Registry::CreateMdev(std::string_view parent_name, std::string_view
     mdevs_.emplace(uuid, mdev);
     ++parent->creating;
   }
-  auto device = std::make_shared<Device>(uuid);
+  const MdevTypeSpec& type_spec = parent->types[mdev->type_index];
+  auto device = std::make_shared<Device>(uuid, type_spec.vm_policy, parent->vm_claims);
   Result<std::unique_ptr<DeviceOps>> ops =
-      parent->driver->Probe(ProbeContext{parent->types[mdev->type_index], uuid, *device});
+      parent->driver->Probe(ProbeContext{type_spec, uuid, *device});
   if (ops.has_value() && *ops == nullptr) ops = Fail(EINVAL, "probe returned no device");
   // Binding checks the vendor's contract; a refused device is destroyed here,
   // with no lock held, like a failed probe.

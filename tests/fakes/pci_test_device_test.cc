@@ -270,11 +270,11 @@ TEST(PciTestDeviceTest, ResetRestoresPowerOn) {
 TEST(PciTestDeviceTest, CloseKeepsRegisterState) {
   FakeDma dma;
   auto d = MakeDevice(dma);
-  ASSERT_TRUE(d->Open().has_value());
+  ASSERT_TRUE(d->Open({}).has_value());
   SetReg(*d, kRegScratch, 42);
   ASSERT_TRUE(WriteN(*d, kBar0, kBufferOffset, 4, 7).has_value());
   d->Close();
-  ASSERT_TRUE(d->Open().has_value());
+  ASSERT_TRUE(d->Open({}).has_value());
   EXPECT_EQ(Reg(*d, kRegScratch), 42u);
   EXPECT_EQ(ReadN(*d, kBar0, kBufferOffset, 4), 7u);
 }

@@ -31,7 +31,11 @@ TestDevice::~TestDevice() {
   if (on_remove_) on_remove_();
 }
 
-Result<void> TestDevice::Open() {
+Result<void> TestDevice::Open(const OpenContext& context) {
+  {
+    MutexLock lock(mu_);
+    opened_vm_ = context.vm;
+  }
   ++counters_->opens;
   return {};
 }

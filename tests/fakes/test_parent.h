@@ -45,7 +45,7 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
              bool pins_pages, std::function<void()> on_remove, Features features = {});
   ~TestDevice() override;
 
-  Result<void> Open() override;
+  Result<void> Open(const OpenContext& context) override;
   void Close() override;
   DeviceInfo GetInfo() override { return DeviceInfo{}; }
   Result<RegionInfo> GetRegionInfo(uint32_t index) override;
@@ -66,6 +66,13 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   std::vector<DeviceAttribute> Attributes() override;
   Result<std::string> ReadAttribute(std::string_view name) override;
   Result<void> WriteAttribute(std::string_view name, std::string_view value) override;
+
+  // The VM the last first-open was given (OpenContext::vm), while the core
+  // still holds it: a vendor keeps it no longer than until Close().
+  std::shared_ptr<const Vm> opened_vm() const {
+    MutexLock lock(mu_);
+    return opened_vm_.lock();
+  }
 
   // Pins through the core and keeps the pin until unmap, close or Drop().
   Result<void> PinAndHold(uint64_t iova, int npage, uint32_t prot);
@@ -91,6 +98,7 @@ class TestDevice final : public DeviceOps, public DmaUnmapListener {
   std::vector<PinnedPages> pins_ UMDEV_GUARDED_BY(mu_);
   std::string label_ UMDEV_GUARDED_BY(mu_) = "none";
   std::string knob_ UMDEV_GUARDED_BY(mu_) = "0";
+  std::weak_ptr<const Vm> opened_vm_ UMDEV_GUARDED_BY(mu_);
   // Shared so a stateful hook keeps its state across calls.
   std::shared_ptr<std::function<void()>> on_request_ UMDEV_GUARDED_BY(mu_);
   // Declared last: its save/load callbacks use config_ and mu_.

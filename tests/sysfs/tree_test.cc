@@ -113,9 +113,13 @@ TEST_F(TreeTest, CreateMakesTheInstanceAppearEverywhere) {
   EXPECT_EQ(registry_.Mdevs().size(), 1u);
   EXPECT_EQ(*tree_.Read(Cat(kTypeA, "available_instances")), "3\n");  // Live.
   EXPECT_THAT(*tree_.List(kParentDir), ElementsAre(uuid, "mdev_supported_types"));
-  EXPECT_THAT(*tree_.List(dev), ElementsAre("driver", "iommu_group", "label", "mdev_type", "remove",
-                                            "secret", "serial", "subsystem", "uevent", "vendor",
-                                            "vfio_user_socket"));
+  EXPECT_THAT(*tree_.List(dev),
+              ElementsAre("bound_vm_uuid", "driver", "iommu_group", "label", "mdev_type", "remove",
+                          "secret", "serial", "subsystem", "uevent", "vendor", "vfio_user_socket",
+                          "vm_accel", "vm_name", "vm_pid", "vm_uuid"));
+  EXPECT_EQ(*tree_.Read(Cat(dev, "vm_accel")), "\n");  // Closed: no VM.
+  EXPECT_EQ(tree_.Stat(Cat(dev, "vm_accel"))->mode, 0444u);
+  EXPECT_EQ(tree_.Stat(Cat(dev, "bound_vm_uuid"))->mode, 0644u);
   // bus/mdev/devices/<uuid>, what mdevctl lists.
   EXPECT_THAT(*tree_.List("bus/mdev/devices"), ElementsAre(uuid));
   EXPECT_EQ(*tree_.ReadLink("bus/mdev/devices/" + uuid), "../../../" + dev);

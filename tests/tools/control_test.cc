@@ -75,12 +75,18 @@ TEST_F(HandlerTest, ErrorsCarryTheKernelErrno) {
             ENODEV);
 }
 
-// The test device has no attributes; mtty's are covered in tests/vendor.
+// The test device has only the core's VM attributes; mtty's are covered in
+// tests/vendor.
 TEST_F(HandlerTest, AttributeCommands) {
   ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());
   const Json list = HandleRequest(registry_, {{"cmd", "attr-list"}, {"uuid", kUuid}});
   ASSERT_TRUE(list["ok"].get<bool>());
-  EXPECT_TRUE(list["attributes"].empty());
+  ASSERT_EQ(list["attributes"].size(), 5u);
+  EXPECT_EQ(list["attributes"][0]["name"], "vm_uuid");
+  EXPECT_EQ(list["attributes"][4]["name"], "bound_vm_uuid");
+  EXPECT_EQ(list["attributes"][4]["writable"], true);
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid}, {"name", "vm_pid"}})["value"],
+            "");
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid}, {"name", "x"}})["errno"],
             ENOENT);
   EXPECT_EQ(HandleRequest(registry_,

@@ -92,7 +92,7 @@ TEST_F(MttyLinesTest, PtyCarriesBytesBothWays) {
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "pty"));
   UniqueFd pty = OpenPty();
   ASSERT_TRUE(pty.valid());
-  ASSERT_TRUE(ops_->Open());
+  ASSERT_TRUE(ops_->Open({}));
   WriteReg(*ops_, 0, reg::kIirFcr, fcr::kEnable);
   ASSERT_EQ(::write(pty.get(), "hello", 5), 5);
   EXPECT_EQ(GuestRead(*ops_, 5), "hello");
@@ -104,7 +104,7 @@ TEST_F(MttyLinesTest, PtyCarriesBytesBothWays) {
 TEST_F(MttyLinesTest, PtyInputRaisesRxInterrupt) {
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "pty"));
   UniqueFd pty = OpenPty();
-  ASSERT_TRUE(ops_->Open());
+  ASSERT_TRUE(ops_->Open({}));
   Efd trigger;
   ASSERT_TRUE(ApplyIrqs(*ops_, EventfdSet(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
                                           trigger.Dup())));
@@ -121,7 +121,7 @@ TEST_F(MttyLinesTest, PtyInputRaisesRxInterrupt) {
 TEST_F(MttyLinesTest, PtyBackPressureLosesNothing) {
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "pty"));
   UniqueFd pty = OpenPty();
-  ASSERT_TRUE(ops_->Open());
+  ASSERT_TRUE(ops_->Open({}));
   WriteReg(*ops_, 0, reg::kIirFcr, fcr::kEnable);
   std::string sent;
   for (int i = 0; i < 200; ++i) sent += static_cast<char>('A' + i % 26);
@@ -143,7 +143,7 @@ TEST_F(MttyLinesTest, PtyBackPressureLosesNothing) {
 TEST_F(MttyLinesTest, PtyChangesOnlyWhileClosed) {
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "pty"));
   const std::string first = *ops_->ReadAttribute("pty");
-  ASSERT_TRUE(ops_->Open());
+  ASSERT_TRUE(ops_->Open({}));
   EXPECT_EQ(Errno(ops_->WriteAttribute("far_end", "loopback")), EBUSY);
   ops_->Close();
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "pty"));  // Same value: kept.
@@ -156,7 +156,7 @@ TEST_F(MttyLinesTest, SocketCarriesBytesAndDrivesCarrier) {
   const std::string path = dir_ + "/port.sock";
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "socket:" + path));
   EXPECT_EQ(*ops_->ReadAttribute("far_end"), "socket:" + path);
-  ASSERT_TRUE(ops_->Open());
+  ASSERT_TRUE(ops_->Open({}));
   WriteReg(*ops_, 0, reg::kIirFcr, fcr::kEnable);
   EXPECT_EQ(ReadReg(*ops_, 0, reg::kMsr) & msr::kDcd, 0) << "no client: no carrier";
   UniqueFd client = Connect(path);
@@ -193,7 +193,7 @@ TEST_F(MttyLinesTest, SocketPathIsRemovedWithTheFarEnd) {
 TEST_F(MttyLinesTest, StoppedDeviceHoldsInputInThePty) {
   ASSERT_TRUE(ops_->WriteAttribute("far_end", "pty"));
   UniqueFd pty = OpenPty();
-  ASSERT_TRUE(ops_->Open());
+  ASSERT_TRUE(ops_->Open({}));
   WriteReg(*ops_, 0, reg::kIirFcr, fcr::kEnable);
   MigrationOps& mig = *ops_->migration();
   ASSERT_TRUE(mig.SetState(VFIO_DEVICE_STATE_RUNNING_P2P));

@@ -305,7 +305,7 @@ TEST_F(MttyMigrationTest, FarEndKindMustMatch) {
 
 TEST_F(MttyMigrationTest, CloseReturnsToRunningAndDropsStreams) {
   auto ops = Make();
-  ASSERT_TRUE(ops->Open());
+  ASSERT_TRUE(ops->Open({}));
   MigrationOps& mig = *ops->migration();
   Walk(mig, {kRunningP2p, kStop, kStopCopy});
   ops->Close();

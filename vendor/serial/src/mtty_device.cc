@@ -91,7 +91,7 @@ MttyDevice::~MttyDevice() {
   if (on_destroy_) on_destroy_();
 }
 
-Result<void> MttyDevice::Open() {
+Result<void> MttyDevice::Open(const OpenContext& /*context*/) {
   MutexLock attr(attr_mu_);  // Waits for a far-end change in progress.
   MutexLock lock(mu_);
   open_ = true;

@@ -35,7 +35,7 @@ class MttyDevice final : public DeviceOps, public MigrationOps {
   ~MttyDevice() override;
 
   // DeviceOps.
-  Result<void> Open() override;
+  Result<void> Open(const OpenContext& context) override;
   void Close() override;
   DeviceInfo GetInfo() override;
   Result<RegionInfo> GetRegionInfo(uint32_t index) override;

@@ -15,6 +15,7 @@
 #include "umdev/mdev_core/container.h"
 #include "umdev/mdev_core/device_ops.h"
 #include "umdev/mdev_core/dma_access.h"
+#include "umdev/mdev_core/vm.h"
 
 namespace umdev {
 
@@ -28,7 +29,8 @@ class Group;
 class Device final : public DmaAccess, private DmaUnmapListener,
                      public std::enable_shared_from_this<Device> {
  public:
-  explicit Device(Uuid uuid) : uuid_(uuid) {}
+  explicit Device(Uuid uuid, VmPolicy vm_policy = {}, std::shared_ptr<VmClaims> vm_claims = nullptr)
+      : uuid_(uuid), vm_(vm_policy, std::move(vm_claims)) {}
   ~Device() override;
 
   const Uuid& uuid() const { return uuid_; }
@@ -51,9 +53,13 @@ class Device final : public DmaAccess, private DmaUnmapListener,
 
   bool is_open() const UMDEV_EXCLUDES(mu_);
 
-  // The vendor's attributes (DeviceOps::Attributes and friends), whether or
-  // not the device is open. Errors: ENODEV removed or being removed; the
-  // vendor's. WriteAttribute strips one trailing newline from |value|.
+  // The VM latched by the first open (null while closed or without a VM).
+  std::shared_ptr<const Vm> vm() const { return vm_.latched(); }
+
+  // The core's VM attributes (DeviceVmState) followed by the vendor's
+  // (DeviceOps::Attributes and friends), whether or not the device is open.
+  // Errors: ENODEV removed or being removed; the vendor's. WriteAttribute
+  // strips one trailing newline from |value|.
   Result<std::vector<DeviceAttribute>> Attributes() UMDEV_EXCLUDES(mu_);
   Result<std::string> ReadAttribute(std::string_view name) UMDEV_EXCLUDES(mu_);
   Result<void> WriteAttribute(std::string_view name, std::string_view value) UMDEV_EXCLUDES(mu_);
@@ -71,14 +77,18 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   friend class Group;
   friend class GroupFile;
   friend Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(
-      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&);
+      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&,
+      std::shared_ptr<const Vm>);
 
-  // A user opens the device with |iommu| as its DMA target. First open calls
-  // DeviceOps::Open() and attaches the dma_unmap listener.
+  // A user opens the device with |iommu| as its DMA target. The first open
+  // latches |vm| (what was set on the group or device file; later opens and
+  // later changes do not replace it), enforces the VM policy, attaches the
+  // dma_unmap listener and calls DeviceOps::Open().
   // Errors: ENODEV removed or being removed; EBUSY open with another backend;
-  // the vendor's Open() errors.
+  // DeviceVmState::Latch's; the vendor's Open() errors.
   // Returns the generation the new handle belongs to.
-  Result<uint64_t> OpenFor(std::shared_ptr<IommuBackend> iommu) UMDEV_EXCLUDES(mu_);
+  Result<uint64_t> OpenFor(std::shared_ptr<IommuBackend> iommu, std::shared_ptr<const Vm> vm)
+      UMDEV_EXCLUDES(mu_);
   void CloseFor(uint64_t generation) UMDEV_EXCLUDES(mu_);
   bool is_removing() const UMDEV_EXCLUDES(mu_);
   // Runs |fn| on the vendor object for a handle of |generation|. Errors:
@@ -115,6 +125,7 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   void OnPinsRevoked(uint64_t iova, uint64_t size) override;
 
   const Uuid uuid_;
+  DeviceVmState vm_;  // Latched and released inside open/close transitions.
   mutable Mutex mu_;
   CondVar changed_;
   std::unique_ptr<DeviceOps> ops_ UMDEV_GUARDED_BY(mu_);
@@ -202,7 +213,8 @@ class DeviceFile {
  private:
   friend class GroupFile;
   friend Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(
-      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&);
+      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&,
+      std::shared_ptr<const Vm>);
   // |keepalive| is what must outlive the handle: the group file, or the
   // address space of a cdev open.
   DeviceFile(std::shared_ptr<Device> device, std::shared_ptr<IommuBackend> iommu,
@@ -231,7 +243,9 @@ class DeviceFile {
 // group has exactly one) with DMA into |space|, bypassing the group file.
 // Errors: EBUSY the group is open through the group path; ENODEV removed;
 // the vendor's Open() errors.
+// |vm| is what KVM set on the device file before the bind (df->kvm).
 Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(const std::shared_ptr<Group>& group,
-                                                   const std::shared_ptr<AddressSpace>& space);
+                                                   const std::shared_ptr<AddressSpace>& space,
+                                                   std::shared_ptr<const Vm> vm = nullptr);
 
 }  // namespace umdev

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -15,6 +16,7 @@
 #include "umdev/common/error.h"
 #include "umdev/common/unique_fd.h"
 #include "umdev/mdev_core/dma.h"
+#include "umdev/mdev_core/vm.h"
 
 namespace umdev {
 
@@ -100,6 +102,14 @@ class DirtyLogOps {
                                                      uint64_t page_size) = 0;
 };
 
+// What the first open tells the vendor (kernel: vdev->kvm in open_device).
+struct OpenContext {
+  // The VM the device now serves until its last close; null: no VM known.
+  // A vendor may keep it until Close(), not longer: it holds the client's
+  // VM fd and pidfd.
+  std::shared_ptr<const Vm> vm;
+};
+
 // The vendor's device. Thread-safe: the transport serving the device and the
 // sysfs tree may call concurrently; the core never holds one of its locks
 // while calling in. Destroying the object is the vendor's remove().
@@ -109,8 +119,12 @@ class DeviceOps {
 
   // First open and last close of the device by a user (kernel open_device /
   // close_device). Close() must release everything the user set up: eventfds,
-  // pins, migration streams.
-  virtual Result<void> Open() { return {}; }
+  // pins, migration streams. The core has already enforced the type's
+  // VmPolicy and the instance's binding.
+  virtual Result<void> Open(const OpenContext& context) {
+    (void)context;
+    return {};
+  }
   virtual void Close() {}
 
   virtual DeviceInfo GetInfo() = 0;

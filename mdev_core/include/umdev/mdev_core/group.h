@@ -34,12 +34,15 @@ class Group : public std::enable_shared_from_this<Group> {
 
   bool is_open() const UMDEV_EXCLUDES(mu_);
   std::shared_ptr<Container> container() const UMDEV_EXCLUDES(mu_);
+  // The VM recorded by GroupFile::SetVm(), if any.
+  std::shared_ptr<const Vm> vm() const UMDEV_EXCLUDES(mu_);
 
  private:
   friend class GroupFile;
   friend class ExternalGroupRef;
   friend Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(
-      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&);
+      const std::shared_ptr<Group>&, const std::shared_ptr<AddressSpace>&,
+      std::shared_ptr<const Vm>);
 
   void ReleaseUserLocked() UMDEV_REQUIRES(mu_);
   void CloseFile() UMDEV_EXCLUDES(mu_);
@@ -51,6 +54,9 @@ class Group : public std::enable_shared_from_this<Group> {
   unsigned cdev_opens_ UMDEV_GUARDED_BY(mu_) = 0;
   std::shared_ptr<Container> container_ UMDEV_GUARDED_BY(mu_);
   unsigned container_users_ UMDEV_GUARDED_BY(mu_) = 0;
+  // What KVM recorded for this group (kernel group->kvm); the device's first
+  // open latches it.
+  std::shared_ptr<const Vm> vm_ UMDEV_GUARDED_BY(mu_);
 };
 
 // An open group (a /dev/vfio/<id> fd). Device files keep it alive, so it is
@@ -71,6 +77,11 @@ class GroupFile : public std::enable_shared_from_this<GroupFile> {
   // VFIO_GROUP_UNSET_CONTAINER. Errors: EINVAL not in a container; EBUSY a
   // device is open or an external user holds the group.
   Result<void> UnsetContainer();
+  // kernel vfio_file_set_kvm() on the group file: records the VM (null
+  // clears it) for the device's next first open; an open device keeps the
+  // VM it latched.
+  void SetVm(std::shared_ptr<const Vm> vm);
+  std::shared_ptr<const Vm> vm() const;
   // VFIO_GROUP_GET_DEVICE_FD. Errors: EINVAL the container has no IOMMU
   // backend; ENODEV no device of that name; those of opening the device.
   Result<std::unique_ptr<DeviceFile>> GetDeviceFd(std::string_view name);

@@ -10,6 +10,7 @@
 #include "umdev/common/error.h"
 #include "umdev/common/uuid.h"
 #include "umdev/mdev_core/device_ops.h"
+#include "umdev/mdev_core/vm.h"
 
 namespace umdev {
 
@@ -21,6 +22,7 @@ struct MdevTypeSpec {
   std::string sysfs_name;   // e.g. "1" for mtty-1.
   std::string pretty_name;  // Shown in "name"; empty: sysfs_name is shown.
   std::string description;  // Empty: no "description" attribute.
+  VmPolicy vm_policy;       // What the VM opening an instance must satisfy.
 };
 
 // What Probe() is told about the instance being created.

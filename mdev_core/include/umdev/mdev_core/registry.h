@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,8 @@ struct MdevStatus {
   std::string type_id;
   unsigned iommu_group = 0;
   bool open = false;
+  // The VM the open instance serves, when one was latched.
+  std::optional<VmIdentity> vm;
 };
 
 // Told of changes after they happen, with no registry lock held, on the
