@@ -29,6 +29,9 @@ class RawPeer {
     return RawPeer(std::move(fd));
   }
 
+  // Speaks for a connection made elsewhere (another process's, handed over).
+  static RawPeer Adopt(UniqueFd fd) { return RawPeer(std::move(fd)); }
+
   // Sends a command; returns its msg_id.
   uint16_t Send(Command command, std::span<const std::byte> payload, std::span<const int> fds = {},
                 uint32_t flags = kTypeCommand) {

@@ -33,9 +33,9 @@ class ServerTest : public ::testing::Test {
     registry_ = std::make_unique<Registry>(RegistryOptions{
         .removal_bound = std::chrono::milliseconds(200),
         .request_interval = std::chrono::milliseconds(50)});
-    auto account = std::make_shared<pinning::LockedMemoryAccount>(64ull << 20);
+    account_ = std::make_shared<pinning::LockedMemoryAccount>(64ull << 20);
     ASSERT_TRUE(registry_->iommu_drivers().Register(
-        std::make_shared<pinning::Type1Driver>(std::move(account))));
+        std::make_shared<pinning::Type1Driver>(account_)));
     parent_ = std::make_shared<umdev::testing::TestParentDriver>(
         umdev::testing::TestParentDriver::Options{});
     ASSERT_TRUE(registry_->RegisterParent(parent_));
@@ -83,6 +83,7 @@ class ServerTest : public ::testing::Test {
   std::chrono::milliseconds message_timeout_{2000};
   unsigned threads_ = 2;
   std::filesystem::path dir_;
+  std::shared_ptr<pinning::LockedMemoryAccount> account_;
   std::unique_ptr<Registry> registry_;
   std::shared_ptr<umdev::testing::TestParentDriver> parent_;
   std::unique_ptr<Server> server_;

@@ -15,6 +15,8 @@
 
 #include "umdev/common/accept.h"
 #include "umdev/common/unix_address.h"
+#include "umdev/kvm/vfio_file.h"
+#include "umdev/vfio_user/message.h"
 
 namespace umdev::vfio_user {
 
@@ -136,60 +138,128 @@ void Endpoint::OnAcceptable() {
                  FailErrno("dup").error().Describe());
     return;
   }
-  auto session = Attach(std::move(socket), *client->loop);
-  if (!session.has_value()) {
-    spdlog::warn("vfio-user: {}: refused a client: {}", name_, session.error().Describe());
-    return;
-  }
   client->loop->Start();
   // Connected from before the first command is served: a client quick
-  // enough to finish before this handler does must not read as never seen.
+  // enough to finish before its thread starts serving must not read as
+  // never seen.
   connected_ = true;
-  Result<uint64_t> watched;
+  // Everything that reads the client's /proc entries or may wait on the
+  // client runs on its own thread, never on the shared loop.
   Client& served = *client;
-  client->loop->RunSync([&] {
-    served.session = std::move(*session);
-    watched = served.loop->Watch(served.session->fd(),
-                                 [this, &served](uint32_t) { OnSessionReadable(served); });
-    if (!watched.has_value()) {
-      served.session.reset();  // Closes the device and unmaps, on its own thread.
-      return;
-    }
-    served.watch = *watched;
-  });
-  if (!watched.has_value()) {
-    spdlog::error("vfio-user: {}: cannot watch the client: {}", name_,
-                  watched.error().Describe());
-    connected_ = false;
-    return;  // |client| joins its thread as it goes out of scope.
-  }
+  auto handed = std::make_shared<UniqueFd>(std::move(socket));
+  served.loop->Post([this, &served, handed] { ServeClient(served, std::move(*handed)); });
   client_ = std::move(client);
-  spdlog::info("vfio-user: {}: client attached", name_);
 }
 
-Result<std::unique_ptr<Session>> Endpoint::Attach(UniqueFd socket, EventLoop& client_loop) {
-  // A client that does not read its replies holds only its own thread, and
-  // only until the message timeout: then it is dropped.
-  const auto ms = options_.message_timeout.count();
-  timeval timeout{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
-  if (::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout)) != 0) {
-    return FailErrno("SO_SNDTIMEO");
+void Endpoint::ServeClient(Client& client, UniqueFd socket) {
+  client.peer = kvm::ClientVm::Identify(socket.get());
+  const kvm::ClientVm& peer = *client.peer;
+  if (!peer.notes().empty()) {
+    spdlog::info("vfio-user: {}: client pid {} identified in part: {}", name_,
+                 peer.identity().pid, peer.NotesText());
   }
+  auto session = [&]() -> Result<std::unique_ptr<Session>> {
+    // A client that does not read its replies holds only its own thread,
+    // and only until the message timeout: then it is dropped.
+    const auto ms = options_.message_timeout.count();
+    timeval timeout{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+    if (::setsockopt(socket.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout)) != 0) {
+      return FailErrno("SO_SNDTIMEO");
+    }
+    UMDEV_ASSIGN_OR_RETURN(OpenedDevice device, OpenDevice(client.peer));
+    SessionLimits limits;
+    limits.message_timeout = options_.message_timeout;
+    limits.max_msg_fds = options_.max_msg_fds;
+    limits.max_data_xfer_size = options_.max_data_xfer_size;
+    return std::make_unique<Session>(name_, std::move(socket), std::move(device), *client.loop,
+                                     limits);
+  }();
+  if (!session.has_value()) {
+    spdlog::warn("vfio-user: {}: refused {}: {}", name_, peer.Describe(),
+                 session.error().Describe());
+    if (socket) RefuseClient(socket.get(), session.error());
+    FinishClient(client);
+    return;
+  }
+  client.session = std::move(*session);
+  auto watched = client.loop->Watch(client.session->fd(),
+                                    [this, &client](uint32_t) { OnSessionReadable(client); });
+  Result<uint64_t> pid_watched = uint64_t{0};
+  if (watched.has_value() && peer.pidfd() >= 0) {
+    pid_watched = client.loop->Watch(peer.pidfd(),
+                                     [this, &client](uint32_t) { OnClientExited(client); });
+  }
+  if (!watched.has_value() || !pid_watched.has_value()) {
+    spdlog::error("vfio-user: {}: cannot watch the client: {}", name_,
+                  (watched.has_value() ? pid_watched.error() : watched.error()).Describe());
+    if (watched.has_value()) client.loop->Unwatch(*watched);
+    client.session.reset();  // Closes the device and unmaps, on its own thread.
+    FinishClient(client);
+    return;
+  }
+  client.watch = *watched;
+  client.pid_watch = *pid_watched;
+  const VmIdentity& id = peer.identity();
+  spdlog::info("vfio-user: {}: client attached: {} (accel {}{}{})", name_, peer.Describe(),
+               id.accel, id.uuid.empty() ? "" : ", uuid " + id.uuid,
+               id.cgroup.empty() ? "" : ", cgroup " + id.cgroup);
+}
+
+Result<OpenedDevice> Endpoint::OpenDevice(const std::shared_ptr<kvm::ClientVm>& vm) {
   UMDEV_ASSIGN_OR_RETURN(auto group, registry_.FindGroupOf(uuid_));
-  UMDEV_ASSIGN_OR_RETURN(auto space,
-                         AddressSpace::Create(registry_.iommu_drivers(), VFIO_TYPE1v2_IOMMU));
-  UMDEV_ASSIGN_OR_RETURN(auto file, OpenDeviceCdev(group, space));
-  SessionLimits limits;
-  limits.message_timeout = options_.message_timeout;
-  limits.max_msg_fds = options_.max_msg_fds;
-  limits.max_data_xfer_size = options_.max_data_xfer_size;
-  return std::make_unique<Session>(name_, std::move(socket), std::move(file), std::move(space),
-                                   client_loop, limits);
+  // What QEMU's VFIO and KVM do for a group: open it, put it in a container
+  // of its own (sessions never share DMA), pick type1v2, hand the file to
+  // KVM (which records the VM and holds the group), then open the device,
+  // which latches the VM.
+  struct Holder {
+    std::shared_ptr<GroupFile> file;
+    std::shared_ptr<Container> container;
+    std::unique_ptr<kvm::KvmVfioFile> kvm_file;
+  };
+  auto holder = std::make_shared<Holder>();
+  UMDEV_ASSIGN_OR_RETURN(holder->file, group->Open());
+  holder->container = registry_.CreateContainer();
+  UMDEV_TRY(holder->file->SetContainer(holder->container));
+  UMDEV_TRY(holder->container->SetIommu(VFIO_TYPE1v2_IOMMU));
+  UMDEV_ASSIGN_OR_RETURN(holder->kvm_file, kvm::KvmVfioFile::Add(holder->file, vm));
+  UMDEV_ASSIGN_OR_RETURN(auto file, holder->file->GetDeviceFd(group->device()->name()));
+  OpenedDevice opened;
+  opened.iommu = holder->container->iommu();
+  opened.file = std::move(file);
+  opened.holder = std::move(holder);
+  return opened;
+}
+
+void Endpoint::RefuseClient(int socket, const Error& why) const {
+  // vfio-user has no way to refuse a connection with a reason: answer the
+  // client's first request (its VERSION) with the errno, then close.
+  // QEMU sends VERSION as soon as it connects; a client that does not is
+  // given a second at most, so closing the endpoint never waits longer.
+  MessageReader reader(kHeaderSize + 4096, 0);
+  auto first = ReceiveMessage(socket, reader,
+                              std::min(options_.message_timeout, std::chrono::milliseconds(1000)));
+  if (!first.has_value() || first->is_reply()) return;
+  Header reply = first->header;
+  reply.flags = kTypeReply | kFlagError;
+  reply.error_no = static_cast<uint32_t>(why.code);
+  (void)SendMessage(socket, reply, {});
 }
 
 void Endpoint::OnSessionReadable(Client& client) {
   if (!client.session || client.session->OnReadable()) return;
   EndSession(client);
+  FinishClient(client);
+}
+
+void Endpoint::OnClientExited(Client& client) {
+  if (!client.session) return;
+  spdlog::info("vfio-user: {}: {} exited; ending its session", name_, client.peer->Describe());
+  EndSession(client);
+  FinishClient(client);
+}
+
+void Endpoint::FinishClient(Client& client) {
+  client.gone = true;
   // The thread cannot join itself: the shared loop does it. A weak pointer,
   // as the endpoint may be closed and freed before the task runs.
   loop_.Post([weak = weak_from_this()] {
@@ -197,11 +267,14 @@ void Endpoint::OnSessionReadable(Client& client) {
   });
 }
 
-void Endpoint::EndSession(Client& client) {
+void Endpoint::EndSession(Client& client) const {
   if (!client.session) return;
   client.loop->Unwatch(client.watch);
+  if (client.pid_watch != 0) client.loop->Unwatch(client.pid_watch);
+  client.pid_watch = 0;
   client.session.reset();  // Closes the device and unmaps its DMA.
   client.gone = true;
+  spdlog::info("vfio-user: {}: client detached: {}", name_, client.peer->Describe());
 }
 
 void Endpoint::ReapEndedClient() {

@@ -12,6 +12,7 @@
 #include "session.h"
 #include "umdev/common/mutex.h"
 #include "umdev/common/uuid.h"
+#include "umdev/kvm/client_vm.h"
 #include "umdev/mdev_core/registry.h"
 #include "umdev/vfio_user/server.h"
 
@@ -49,8 +50,13 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     // client sees the connection end only once the endpoint can take a new
     // one, and the shared loop can tell whether the peer has hung up.
     UniqueFd connection;
-    std::unique_ptr<Session> session;  // Client thread only.
-    uint64_t watch = 0;                // Client thread only.
+    // Client thread only: who the client is, its session, and the watches on
+    // its socket and on its process (a pidfd: the session ends when the VM
+    // process exits, even if a child still holds the socket).
+    std::shared_ptr<kvm::ClientVm> peer;
+    std::unique_ptr<Session> session;
+    uint64_t watch = 0;
+    uint64_t pid_watch = 0;
     std::atomic<bool> gone{false};     // The session was dropped; the thread idles.
   };
 
@@ -59,11 +65,20 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   static bool PeerHungUp(int connection);
   // Why a connecting peer may not attach, or nothing.
   Result<void> CheckPeer(int fd) UMDEV_EXCLUDES(mu_);
-  Result<std::unique_ptr<Session>> Attach(UniqueFd socket, EventLoop& client_loop);
+  // Client thread: identifies the client, opens the device for it and serves
+  // it; a client the device refuses gets the errno in reply to its first
+  // message, then the connection closes.
+  void ServeClient(Client& client, UniqueFd socket);
+  // Opens the device the way QEMU with KVM does: group file, container,
+  // type1v2, KVM's hold on the file with the VM recorded, then the device.
+  Result<OpenedDevice> OpenDevice(const std::shared_ptr<kvm::ClientVm>& vm);
+  void RefuseClient(int socket, const Error& why) const;
   // Client thread: serves the socket; when the session ends, asks the shared
   // loop to join the thread.
   void OnSessionReadable(Client& client);
-  static void EndSession(Client& client);
+  void OnClientExited(Client& client);
+  void FinishClient(Client& client);
+  void EndSession(Client& client) const;
   // Shared loop: joins the thread of a client whose session has ended.
   void ReapEndedClient();
   // Shared loop: ends the session (if any) and joins the client's thread.

@@ -24,16 +24,17 @@ bool TakesFds(uint16_t command) {
 
 }  // namespace
 
-Session::Session(std::string name, UniqueFd socket, std::unique_ptr<DeviceFile> file,
-                 std::shared_ptr<AddressSpace> space, EventLoop& loop, SessionLimits limits)
+Session::Session(std::string name, UniqueFd socket, OpenedDevice device, EventLoop& loop,
+                 SessionLimits limits)
     : name_(std::move(name)),
       socket_(std::move(socket)),
-      file_(std::move(file)),
-      space_(std::move(space)),
+      file_(std::move(device.file)),
+      iommu_(std::move(device.iommu)),
+      holder_(std::move(device.holder)),
       loop_(loop),
       limits_(limits),
       reader_(MaxMessageSize(limits), limits.max_msg_fds) {
-  space_->iommu()->SetMessageChannel(this);
+  iommu_->SetMessageChannel(this);
 }
 
 Session::~Session() {
@@ -43,8 +44,9 @@ Session::~Session() {
     replied_.NotifyAll();
   }
   file_.reset();
-  space_->iommu()->SetMessageChannel(nullptr);
-  auto unmapped = space_->iommu()->UnmapAll();
+  iommu_->SetMessageChannel(nullptr);
+  auto unmapped = iommu_->UnmapAll();
+  holder_.reset();
   spdlog::info("vfio-user: {}: client gone; unmapped {} bytes of DMA", name_,
                unmapped.has_value() ? *unmapped : 0);
 }

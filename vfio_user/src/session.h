@@ -34,17 +34,27 @@ struct Reply {
   int fd = -1;
 };
 
-// Owns the device handle (opened through the device-centric path) and the
-// address space the client's DMA_MAPs fill. Reads, dispatch and teardown run
+// What a session serves: the open device, the backend its client's DMA_MAPs
+// fill, and what must outlive the device handle (the group file and its
+// container, KVM's hold on the file), released after the DMA is unmapped.
+struct OpenedDevice {
+  std::unique_ptr<DeviceFile> file;
+  std::shared_ptr<IommuBackend> iommu;
+  std::shared_ptr<void> holder;
+};
+
+// Owns the device handle (opened through the group path, as QEMU with KVM
+// does) and the backend the client's DMA_MAPs fill. Reads, dispatch and teardown run
 // on the loop thread; DmaRead/DmaWrite (the device's message DMA) come from
 // any thread, with no lock of ours held while the device is called.
 class Session final : private DmaMessageChannel {
  public:
-  Session(std::string name, UniqueFd socket, std::unique_ptr<DeviceFile> file,
-          std::shared_ptr<AddressSpace> space, EventLoop& loop, SessionLimits limits);
+  Session(std::string name, UniqueFd socket, OpenedDevice device, EventLoop& loop,
+          SessionLimits limits);
   // Teardown in the kernel's order: fail message DMA in flight, close the
   // device (the vendor drops eventfds and pins), detach the message channel,
-  // unmap everything, close the socket. Loop thread.
+  // unmap everything, release the holder (KVM's file, the group), close the
+  // socket. Loop thread.
   ~Session() override;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -91,7 +101,8 @@ class Session final : private DmaMessageChannel {
   const std::string name_;
   const UniqueFd socket_;
   std::unique_ptr<DeviceFile> file_;
-  std::shared_ptr<AddressSpace> space_;
+  std::shared_ptr<IommuBackend> iommu_;
+  std::shared_ptr<void> holder_;
   EventLoop& loop_;
   const SessionLimits limits_;
 

@@ -46,7 +46,7 @@ Result<Reply> Session::HandleVersion(const Message& message) {
   if (client.max_data_xfer_size == 0) return Fail(EINVAL, "VERSION: max_data_xfer_size is 0");
   peer_max_xfer_ = client.max_data_xfer_size;
 
-  const IommuInfo iommu = space_->iommu()->info();
+  const IommuInfo iommu = iommu_->info();
   Capabilities ours;
   ours.max_msg_fds = limits_.max_msg_fds;
   ours.max_data_xfer_size = limits_.max_data_xfer_size;
@@ -75,7 +75,7 @@ Result<Reply> Session::HandleDmaMap(Message& message) {
   }
   if (message.fds.size() > 1) return Fail(EINVAL, "DMA_MAP: more than one fd");
   // The client agreed to this many in VERSION; type1's errno past its cap.
-  if (space_->iommu()->mapping_count() >= max_dma_maps_) {
+  if (iommu_->mapping_count() >= max_dma_maps_) {
     return Fail(ENOSPC, fmt::format("DMA_MAP: {} mappings live, the negotiated max_dma_maps",
                                     max_dma_maps_));
   }
@@ -85,7 +85,7 @@ Result<Reply> Session::HandleDmaMap(Message& message) {
   request.prot = map.flags;
   request.offset = map.offset;
   if (!message.fds.empty()) request.fd = std::move(message.fds[0]);
-  UMDEV_TRY(space_->iommu()->Map(std::move(request)));
+  UMDEV_TRY(iommu_->Map(std::move(request)));
   return Reply{};
 }
 
@@ -97,13 +97,13 @@ Result<Reply> Session::HandleDmaUnmap(const Message& message) {
     if (unmap.address != 0 || unmap.size != 0) {
       return Fail(EINVAL, "DMA_UNMAP: unmap-all with a range");
     }
-    UMDEV_TRY(space_->iommu()->UnmapAll());
+    UMDEV_TRY(iommu_->UnmapAll());
   } else if (unmap.flags != 0) {
     // GET_DIRTY_BITMAP left the protocol in 0.9.2 (dirty logging is a
     // device feature now).
     return Fail(EINVAL, fmt::format("DMA_UNMAP: unsupported flags {:#x}", unmap.flags));
   } else {
-    UMDEV_TRY(space_->iommu()->Unmap(unmap.address, unmap.size));
+    UMDEV_TRY(iommu_->Unmap(unmap.address, unmap.size));
   }
   Reply reply;
   AppendPod(reply.payload, DmaUnmapPayload{sizeof(DmaUnmapPayload), unmap.flags, unmap.address,
