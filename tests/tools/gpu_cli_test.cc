@@ -3,6 +3,8 @@
 // and scheduler attributes, under a configured scheduler.
 #include "cli_fixture.h"
 
+#include <fstream>
+
 namespace umdev::test {
 namespace {
 
@@ -37,6 +39,37 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
             "yielded=0\nthrottled=0\n");
   ASSERT_EQ(Ctl("stop -u " + std::string(kU1)).status, 0);
   EXPECT_NE(Ctl("types").out.find("gpu-1of1\n    Available instances: 1\n"), std::string::npos);
+}
+
+// The VM policies a gpu parent declares for its types (kvmgt's rules).
+class GpuVmPolicyCliTest : public CliFixture {
+ protected:
+  std::string Binary() const override { return UMDEVD; }
+  std::string Config() const override {
+    return R"({"parents":[{"driver":"gpu","engine":"cpu","memory":"16M",
+                            "requires_vm":true,"one_per_vm":true}]})";
+  }
+};
+
+TEST_F(GpuVmPolicyCliTest, UmdevProbeIsNotAVmAndIsRefusedWithEsrch) {
+  ASSERT_EQ(Ctl("start -p gpu-cpu -t gpu-1of2 -u " + std::string(kU1)).status, 0);
+  const std::string socket = (dir_ / "state" / "vfio-user" / (std::string(kU1) + ".sock")).string();
+  const Output probe = Run(std::string(UMDEV_PROBE) + " --socket " + socket + " info");
+  EXPECT_EQ(probe.status, 1) << probe.out;
+  EXPECT_NE(probe.out.find("(ESRCH)"), std::string::npos) << probe.out;
+  // Refused, the device is as it was: closed, no VM, and the daemon serves on.
+  EXPECT_EQ(Ctl("attr -u " + std::string(kU1) + " -n vm_accel").out, "\n");
+  EXPECT_EQ(Ctl("list").status, 0);
+}
+
+TEST_F(GpuVmPolicyCliTest, BadPolicyValuesAreConfigErrors) {
+  std::ofstream(dir_ / "bad.json") << R"({"parents":[{"driver":"gpu","engine":"cpu",
+                                          "memory":"16M","requires_vm":"yes"}]})";
+  const Output run = Run("timeout 20 " + std::string(UMDEVD) + " --state-dir " +
+                         (dir_ / "bad-state").string() + " --config " +
+                         (dir_ / "bad.json").string());
+  EXPECT_NE(run.status, 0) << run.out;
+  EXPECT_NE(run.out.find("requires_vm"), std::string::npos) << run.out;
 }
 
 }  // namespace

@@ -109,7 +109,8 @@ std::vector<MdevTypeSpec> GpuParent::types() const {
         .sysfs_name = fmt::format("1of{}", n),
         .pretty_name = fmt::format("1/{} of {}", n, engine_->name()),
         .description = fmt::format("memory={}\ncompute_share={}%", HumanBytes(options_.memory / n),
-                                   100.0 / n)});
+                                   100.0 / n),
+        .vm_policy = options_.vm_policy});
   }
   return out;
 }
@@ -236,6 +237,10 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
                value.get<uint64_t>() > 0 && value.get<uint64_t>() <= kMaxDispatchTimeoutMs) {
       options.dispatch_timeout = std::chrono::milliseconds(value.get<uint64_t>());
       timeout_given = true;
+    } else if (key == "requires_vm" && value.is_boolean()) {
+      options.vm_policy.requires_vm = value.get<bool>();
+    } else if (key == "one_per_vm" && value.is_boolean()) {
+      options.vm_policy.one_per_vm = value.get<bool>();
     } else if (key == "pci_id" && value.is_string()) {
       unsigned vendor = 0, dev = 0;
       const std::string text = value.get<std::string>();

@@ -40,6 +40,9 @@ struct GpuParentOptions {
   // The parent's scheduler (best effort by default, as NVIDIA vGPU). Each
   // instance attaches with its type's compute share.
   SchedulerOptions scheduler;
+  // The VM rules of every type (config "requires_vm", "one_per_vm"): kvmgt's
+  // "KVM is required" (ESRCH) and one vGPU per VM per parent (EEXIST).
+  VmPolicy vm_policy;
 };
 
 // Types "1of1", "1of2", "1of4", "1of8" (directories gpu-1of1 ...): 1/N of the
