@@ -265,6 +265,21 @@ TEST_F(MdevctlCliTest, QemuArgsAttachTheDevicesSocket) {
             "Error: Mediated device " + std::string(kU2) + " is not active\n");
 }
 
+TEST_F(MdevctlCliTest, ADefinitionsBoundVmUuidBindsTheDeviceAndQemuArgsNamesIt) {
+  const std::string u = kU1;
+  const std::string vm = "0a0b0c0d-1e2f-4a5b-8c6d-7e8f90a1b2c3";
+  ASSERT_EQ(Ctl("define -p parent0 -t test-a -u " + u).status, 0);
+  ASSERT_EQ(Ctl("modify -u " + u + " --addattr bound_vm_uuid --value " + vm).status, 0);
+  const Output started = Ctl("start -u " + u);
+  ASSERT_EQ(started.status, 0) << started.out;
+  EXPECT_EQ(Ctl("attr -u " + u + " -n bound_vm_uuid").out, vm + "\n");
+  EXPECT_EQ(Ctl("qemu-args --no-memory " + u).out.rfind("-uuid " + vm + " \\\n-device ", 0), 0u);
+  // Closed, the VM attributes are empty; a value that is not a UUID is refused.
+  EXPECT_EQ(Ctl("attr -u " + u + " -n vm_uuid").out, "\n");
+  EXPECT_NE(Ctl("attr -u " + u + " -n bound_vm_uuid -v nope").status, 0);
+  EXPECT_NE(Ctl("attr -u " + u + " -n vm_pid -v 1").status, 0);
+}
+
 // mtty (the real umdevd) has attributes: far_end (writable) and pty.
 class MttyCliTest : public CliFixture {
  protected:

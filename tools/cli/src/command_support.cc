@@ -41,13 +41,28 @@ Try<Json> Ask(const Transport& call, const Json& request) {
   return std::move(*reply);
 }
 
+std::string DescribeVm(const Json& mdev) {
+  if (!mdev.contains("vm") || !mdev["vm"].is_object()) return {};
+  const Json& vm = mdev["vm"];
+  // A client that is not a VM (umdev-probe, a test rig) has no VM to show.
+  if (vm.value("accel", "") == "none") return {};
+  const auto text = [&](const char* key) {
+    return vm.contains(key) && vm[key].is_string() ? vm[key].get<std::string>() : std::string();
+  };
+  const int64_t pid = vm.contains("pid") && vm["pid"].is_number_integer() ? vm["pid"].get<int64_t>() : 0;
+  std::string out = text("name").empty() ? "(unnamed)" : text("name");
+  out += fmt::format(" (pid {}, accel {}", pid, text("accel").empty() ? "unknown" : text("accel"));
+  if (!text("uuid").empty()) out += ", uuid " + text("uuid");
+  return out + ")";
+}
+
 Try<std::vector<ActiveDevice>> ActiveDevices(const Transport& call) {
   auto reply = Ask(call, {{"cmd", "list"}});
   if (!reply.has_value()) return std::unexpected(reply.error());
   std::vector<ActiveDevice> devices;
   for (const Json& mdev : (*reply)["mdevs"]) {
     devices.push_back({mdev.at("uuid").get<std::string>(), mdev.at("parent").get<std::string>(),
-                       mdev.at("type").get<std::string>()});
+                       mdev.at("type").get<std::string>(), DescribeVm(mdev)});
   }
   return devices;
 }

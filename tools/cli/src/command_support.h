@@ -34,8 +34,11 @@ struct ActiveDevice {
   std::string uuid;
   std::string parent;
   std::string type;
+  std::string vm;  // What list -v shows of the VM it serves; empty: closed or none.
 };
 Try<std::vector<ActiveDevice>> ActiveDevices(const Transport& call);
+// "NAME (pid N, accel A, uuid U)" from a list entry's "vm"; empty without one.
+std::string DescribeVm(const Json& mdev);
 
 struct Defined {
   std::string parent;

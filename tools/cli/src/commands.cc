@@ -37,17 +37,20 @@ Outcome List(const Transport& call, const ListOptions& options) {
     for (const Defined& d : *defined) {
       if (!wanted(d.uuid, d.parent)) continue;
       DeviceRow row{d.uuid, d.parent, d.definition.mdev_type, d.definition.autostart, false, true,
-                    d.definition.attrs};
+                    d.definition.attrs, ""};
       // Active only when the running device matches parent and type.
       for (const ActiveDevice& a : *active) {
-        row.active = row.active || (a.uuid == d.uuid && a.parent == d.parent && a.type == row.type);
+        if (a.uuid == d.uuid && a.parent == d.parent && a.type == row.type) {
+          row.active = true;
+          row.vm = a.vm;
+        }
       }
       rows.push_back(std::move(row));
     }
   } else {
     for (const ActiveDevice& a : *active) {
       if (!wanted(a.uuid, a.parent)) continue;
-      DeviceRow row{a.uuid, a.parent, a.type, false, true, false, {}};
+      DeviceRow row{a.uuid, a.parent, a.type, false, true, false, {}, a.vm};
       // Start mode from the definition under the same parent; attributes of
       // a running device come only from call-out scripts, which umdev has not.
       for (const Defined& d : *defined) {
@@ -105,6 +108,12 @@ Outcome QemuArgs(const Transport& call, const QemuArgsOptions& options) {
       (std::filesystem::absolute(options.state_dir, ec) / "vfio-user" / (id + ".sock")).lexically_normal().string();
   const Json device{{"driver", "vfio-user-pci"}, {"socket", {{"type", "unix"}, {"path", socket}}}};
   std::string out;
+  // A device bound to a VM opens only for the QEMU whose -uuid matches.
+  auto bound = call({{"cmd", "attr-get"}, {"uuid", id}, {"name", "bound_vm_uuid"}});
+  if (bound.has_value() && bound->value("ok", false) == true && (*bound)["value"].is_string() &&
+      !(*bound)["value"].get<std::string>().empty()) {
+    out += fmt::format("-uuid {} \\\n", (*bound)["value"].get<std::string>());
+  }
   if (options.with_memory) {
     // vfio-user reaches guest RAM through the memfd QEMU passes with each
     // DMA_MAP; RAM that is not share=on works, but every access is a message.

@@ -106,6 +106,7 @@ std::string FormatListText(std::vector<DeviceRow> rows, Listing listing, bool ve
     if (listing == Listing::kActive && row.defined) out += " (defined)";
     out += "\n";
     if (verbose) out += FormatAttrs(row.attrs);
+    if (verbose && !row.vm.empty()) out += "  VM: " + row.vm + "\n";
   }
   return out;
 }

@@ -44,11 +44,17 @@ Json Types(Registry& registry) {
 Json List(Registry& registry) {
   Json mdevs = Json::array();
   for (const MdevStatus& mdev : registry.Mdevs()) {
-    mdevs.push_back({{"uuid", mdev.uuid.ToString()},
-                     {"parent", mdev.parent},
-                     {"type", mdev.type_id},
-                     {"iommu_group", mdev.iommu_group},
-                     {"open", mdev.open}});
+    Json entry = {{"uuid", mdev.uuid.ToString()},
+                  {"parent", mdev.parent},
+                  {"type", mdev.type_id},
+                  {"iommu_group", mdev.iommu_group},
+                  {"open", mdev.open}};
+    if (mdev.vm.has_value()) {
+      entry["vm"] = {{"uuid", mdev.vm->uuid},   {"name", mdev.vm->name},
+                     {"pid", mdev.vm->pid},     {"accel", mdev.vm->accel},
+                     {"cgroup", mdev.vm->cgroup}};
+    }
+    mdevs.push_back(std::move(entry));
   }
   return {{"ok", true}, {"mdevs", std::move(mdevs)}};
 }

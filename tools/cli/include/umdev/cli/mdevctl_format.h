@@ -33,6 +33,9 @@ struct DeviceRow {
   bool active = false;
   bool defined = false;
   control::AttributeList attrs;
+  // umdev: the VM a running device serves ("NAME (pid N, accel A, uuid U)"),
+  // shown by `list -v` after the attributes; empty: none.
+  std::string vm;
 };
 
 enum class Listing { kActive, kDefined };
