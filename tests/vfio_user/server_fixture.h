@@ -45,6 +45,7 @@ class ServerTest : public ::testing::Test {
     options.threads = threads_;
     options.max_msg_fds = 4;
     options.max_data_xfer_size = 64 * 1024;
+    options.identify = identify_;
     server_ = std::make_unique<Server>(*registry_, options);
     ASSERT_TRUE(server_->Start());
     uuid_ = Uuid::Generate();
@@ -81,6 +82,7 @@ class ServerTest : public ::testing::Test {
   }
 
   std::chrono::milliseconds message_timeout_{2000};
+  kvm::IdentifyOptions identify_;
   unsigned threads_ = 2;
   std::filesystem::path dir_;
   std::shared_ptr<pinning::LockedMemoryAccount> account_;

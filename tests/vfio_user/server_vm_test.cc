@@ -72,8 +72,9 @@ TEST_F(ServerVmTest, AKvmClientIsLatchedWithItsIdentityUntilItLeaves) {
   ASSERT_TRUE(status.has_value() && status->vm.has_value());
   EXPECT_EQ(status->vm->pid, vm.pid());
   // The vendor was given the same VM at open.
-  ASSERT_NE(device()->opened_vm(), nullptr);
-  EXPECT_EQ(device()->opened_vm()->identity().accel, "kvm");
+  const std::shared_ptr<const Vm> given = device()->opened_vm();
+  ASSERT_TRUE(given != nullptr);
+  EXPECT_EQ(given.get() != nullptr ? given->identity().accel : "", "kvm");
   ASSERT_EQ(::shutdown(peer.fd(), SHUT_RDWR), 0);  // Hang up.
   ASSERT_TRUE(WaitDisconnected(uuid_));
   EXPECT_EQ(Attr(uuid_, "vm_accel"), "");
@@ -146,6 +147,20 @@ TEST_F(ServerVmTest, TheVmExitingEndsItsSessionWhileAnotherProcessHoldsTheSocket
   // The device is free for the next client at once.
   RawPeer next = ConnectAndNegotiate();
   EXPECT_EQ(Attr(uuid_, "vm_accel"), "none");
+}
+
+class UnreadableProcServerTest : public ServerVmTest {
+ protected:
+  UnreadableProcServerTest() { identify_.proc_root = "/nonexistent"; }
+};
+
+// What cannot be read about a client (its /proc hidden, another uid without
+// ptrace rights) degrades to unknown; the client is attached all the same.
+TEST_F(UnreadableProcServerTest, AClientThatCannotBeIdentifiedIsAttachedAsUnknown) {
+  RawPeer peer = ConnectAndNegotiate();
+  EXPECT_EQ(Attr(uuid_, "vm_accel"), "unknown");
+  EXPECT_EQ(Attr(uuid_, "vm_pid"), std::to_string(::getpid()));
+  EXPECT_EQ(Attr(uuid_, "vm_name"), "");
 }
 
 }  // namespace

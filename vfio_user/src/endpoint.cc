@@ -152,7 +152,7 @@ void Endpoint::OnAcceptable() {
 }
 
 void Endpoint::ServeClient(Client& client, UniqueFd socket) {
-  client.peer = kvm::ClientVm::Identify(socket.get());
+  client.peer = kvm::ClientVm::Identify(socket.get(), options_.identify);
   const kvm::ClientVm& peer = *client.peer;
   if (!peer.notes().empty()) {
     spdlog::info("vfio-user: {}: client pid {} identified in part: {}", name_,

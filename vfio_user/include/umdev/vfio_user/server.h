@@ -14,6 +14,7 @@
 #include "umdev/common/error.h"
 #include "umdev/common/mutex.h"
 #include "umdev/common/uuid.h"
+#include "umdev/kvm/client_vm.h"
 #include "umdev/mdev_core/registry.h"
 
 namespace umdev::vfio_user {
@@ -38,6 +39,8 @@ struct ServerOptions {
   // Capabilities offered in VERSION.
   uint32_t max_msg_fds = 16;
   uint64_t max_data_xfer_size = 1u << 20;
+  // How clients' VMs are identified (docs/kvm.md).
+  kvm::IdentifyOptions identify;
 };
 
 // Thread-safe. Registry observer calls arrive on the thread that created or
