@@ -91,7 +91,9 @@ Result<void> Daemon::Start() {
   // vfio-user server observes first so autostarted instances get sockets.
   // The directory exists even when empty, as mdevctl's package ships
   // /etc/mdevctl.d: stock mdevctl refuses to run without it.
-  const std::string definitions_dir = options_.state_dir + "/mdevctl.d";
+  const std::string definitions_dir = options_.definitions_dir.empty()
+                                          ? options_.state_dir + "/mdevctl.d"
+                                          : options_.definitions_dir;
   if (::mkdir(definitions_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return FailErrno("mkdir " + definitions_dir);
   }

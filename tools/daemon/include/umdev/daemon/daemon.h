@@ -61,6 +61,10 @@ Result<Config> ParseConfig(std::string_view text);
 
 struct Options {
   std::string state_dir = "/run/umdev";
+  // Where persistent definitions live; empty: STATE_DIR/mdevctl.d. A system
+  // service keeps them in /var/lib/umdev/mdevctl.d so they survive reboots
+  // while the sockets stay under /run.
+  std::string definitions_dir;
   Config config;
 };
 
