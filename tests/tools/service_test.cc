@@ -148,12 +148,30 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
   for (const fs::path& file :
        {prefix / "sbin/umdevd", prefix / "bin/umdevctl", prefix / "bin/umdev-probe",
         sysconf / "umdev/umdevd.json", prefix / "lib/systemd/system/umdevd.service",
-        prefix / "share/doc/umdev/kvm.md", prefix / "share/doc/umdev/service.md"}) {
+        prefix / "share/doc/umdev/kvm.md", prefix / "share/doc/umdev/service.md",
+        prefix / "share/man/man8/umdevd.8", prefix / "share/man/man8/umdevctl.8",
+        prefix / "share/man/man1/umdev-probe.1",
+        prefix / "share/bash-completion/completions/umdevctl"}) {
     EXPECT_TRUE(fs::exists(file)) << file;
   }
   for (const auto& entry : fs::recursive_directory_iterator(stage)) {
     EXPECT_NE(entry.path().filename(), "lsmdev") << "collides with the mdevctl package";
   }
+  // The man pages render, and say what they document.
+  const ShellOutput page = RunShell("MANWIDTH=80 man -l " +
+                                    (prefix / "share/man/man8/umdevd.8").string() + " 2>&1");
+  EXPECT_NE(page.out.find("--definitions-dir"), std::string::npos) << page.out;
+  // The completion offers umdevctl's commands and a command's options.
+  const std::string completion = (prefix / "share/bash-completion/completions/umdevctl").string();
+  const auto complete = [&](const std::string& words, int cword) {
+    return RunShell("bash -c 'source " + completion + "; COMP_WORDS=(" + words +
+                    "); COMP_CWORD=" + std::to_string(cword) +
+                    "; _umdevctl; echo \"${COMPREPLY[*]}\"'")
+        .out;
+  };
+  EXPECT_EQ(complete("umdevctl q", 1), "qemu-args\n");
+  EXPECT_EQ(complete("umdevctl attr --n", 2), "--name\n");
+  EXPECT_EQ(complete("umdevctl list -d --dump", 3), "--dumpjson\n");
   const std::string daemon = (prefix / "sbin/umdevd").string();
   EXPECT_EQ(RunShell(daemon + " --version").out, "umdevd 0.1.0\n");
   // The shipped configuration is what a daemon starts with.
