@@ -25,7 +25,7 @@ FUZZ_TEST_SECONDS ?= 20
 SOAK_ROUNDS ?= 100
 
 .PHONY: all setup build qemu-root run test test-regular test-asan test-tsan test-fuzz fuzz soak \
-        bench clean
+        bench deb debian-root clean
 
 all: build
 
@@ -41,6 +41,11 @@ build: setup
 qemu-root: setup
 	bash scripts/qemu-root
 
+# A Debian 12 root with the package's runtime libraries, for the package test;
+# built once and cached like the QEMU root.
+debian-root: setup
+	bash scripts/debian-root
+
 # Starts umdevd (embedded config: the mtty parent) in ./.umdev, creates one
 # mtty-1 instance and prints the QEMU command that attaches it; Ctrl-C stops it.
 run: build
@@ -50,9 +55,11 @@ test: test-regular test-asan test-tsan test-fuzz
 
 # The end-to-end tests find QEMU through UMDEV_QEMU_ROOT; the sanitizer passes
 # run no QEMU and do not need it.
-test-regular: build qemu-root
-	root="$$(bash scripts/qemu-root --print-path)" && cd build && \
-	  UMDEV_QEMU_ROOT="$$root" $(CTEST)
+test-regular: build qemu-root deb debian-root
+	root="$$(bash scripts/qemu-root --print-path)" && \
+	  debian_root="$$(bash scripts/debian-root --print-path)" && \
+	  deb="$$(ls $(CURDIR)/build-deb/umdev_*.deb)" && cd build && \
+	  UMDEV_QEMU_ROOT="$$root" UMDEV_DEBIAN_ROOT="$$debian_root" UMDEV_DEB="$$deb" $(CTEST)
 
 # Sanitizer passes build only the test executables their label selects. The
 # ASan pass also runs the real daemon end to end (label asan_e2e: hostile
@@ -93,5 +100,13 @@ bench: build qemu-root
 	  ./build/bench/vfio_user_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 	./build/bench/gpu_slice_bench
 
+# The Debian package, build-deb/umdev_VERSION_ARCH.deb (docs/service.md):
+# prefix /usr, no tests; ccache serves what `build` compiled already.
+deb: setup
+	$(CONFIGURE) -S . -B build-deb -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DUMDEV_BUILD_TESTS=OFF -DUMDEV_BUILD_BENCHMARKS=OFF
+	cmake --build build-deb -j$(JOBS)
+	cd build-deb && cpack -G DEB
+
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-deb

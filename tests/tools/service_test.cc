@@ -149,8 +149,9 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
        {prefix / "sbin/umdevd", prefix / "bin/umdevctl", prefix / "bin/umdev-probe",
         sysconf / "umdev/umdevd.json", prefix / "lib/systemd/system/umdevd.service",
         prefix / "share/doc/umdev/kvm.md", prefix / "share/doc/umdev/service.md",
-        prefix / "share/man/man8/umdevd.8", prefix / "share/man/man8/umdevctl.8",
-        prefix / "share/man/man1/umdev-probe.1",
+        prefix / "share/man/man8/umdevd.8.gz", prefix / "share/man/man8/umdevctl.8.gz",
+        prefix / "share/man/man1/umdev-probe.1.gz", prefix / "share/doc/umdev/copyright",
+        prefix / "share/doc/umdev/changelog.gz",
         prefix / "share/bash-completion/completions/umdevctl"}) {
     EXPECT_TRUE(fs::exists(file)) << file;
   }
@@ -159,7 +160,7 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
   }
   // The man pages render, and say what they document.
   const ShellOutput page = RunShell("MANWIDTH=80 man -l " +
-                                    (prefix / "share/man/man8/umdevd.8").string() + " 2>&1");
+                                    (prefix / "share/man/man8/umdevd.8.gz").string() + " 2>&1");
   EXPECT_NE(page.out.find("--definitions-dir"), std::string::npos) << page.out;
   // The completion offers umdevctl's commands and a command's options.
   const std::string completion = (prefix / "share/bash-completion/completions/umdevctl").string();
