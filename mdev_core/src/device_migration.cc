@@ -131,4 +131,22 @@ Result<std::vector<uint64_t>> DeviceFile::DmaLoggingReport(uint64_t iova, uint64
   });
 }
 
+Result<Device::Usage> Device::CurrentUsage() {
+  Usage usage;
+  std::shared_ptr<IommuBackend> iommu;
+  {
+    MutexLock lock(mu_);
+    usage.open = open_count_ > 0;
+    iommu = iommu_;
+  }
+  if (iommu != nullptr) usage.locked_bytes = iommu->locked_bytes();
+  UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
+    if (MigrationOps* migration = ops.migration(); migration != nullptr) {
+      usage.migration_state = migration->GetState();
+    }
+    return {};
+  }));
+  return usage;
+}
+
 }  // namespace umdev

@@ -365,6 +365,11 @@ Result<std::shared_ptr<Device>> Registry::FindDevice(const Uuid& uuid) const {
 
 // Attribute calls reach the vendor with no registry lock held; the Device
 // keeps the vendor object alive for the call or refuses with ENODEV.
+Result<Device::Usage> Registry::MdevUsage(const Uuid& uuid) const {
+  UMDEV_ASSIGN_OR_RETURN(const std::shared_ptr<Device> device, FindDevice(uuid));
+  return device->CurrentUsage();
+}
+
 Result<std::vector<DeviceAttribute>> Registry::MdevAttributes(const Uuid& uuid) const {
   UMDEV_ASSIGN_OR_RETURN(const std::shared_ptr<Device> device, FindDevice(uuid));
   return device->Attributes();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,16 @@ class Device final : public DmaAccess, private DmaUnmapListener,
       UMDEV_EXCLUDES(mu_);
 
   bool is_open() const UMDEV_EXCLUDES(mu_);
+
+  // What an operator's view shows of the device (umdevctl top, stats).
+  struct Usage {
+    bool open = false;
+    uint64_t locked_bytes = 0;  // Pinned in the open user's address space.
+    // The migration state, for devices that migrate.
+    std::optional<vfio_device_mig_state> migration_state;
+  };
+  // Errors: ENODEV removed or being removed.
+  Result<Usage> CurrentUsage() UMDEV_EXCLUDES(mu_);
 
   // The VM latched by the first open (null while closed or without a VM).
   std::shared_ptr<const Vm> vm() const { return vm_.latched(); }

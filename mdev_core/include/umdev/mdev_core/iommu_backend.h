@@ -41,6 +41,8 @@ class IommuBackend {
   // Live mappings, for a transport that enforces a lower cap it negotiated
   // (vfio-user's max_dma_maps).
   virtual size_t mapping_count() const = 0;
+  // Bytes pinned (locked) in this address space, for operators' views.
+  virtual uint64_t locked_bytes() const { return 0; }
 
   // Devices that may pin register their listener; a device is identified by it.
   virtual Result<void> AttachListener(DmaUnmapListener& listener) = 0;

@@ -115,6 +115,9 @@ class Registry {
   Result<std::shared_ptr<Group>> FindGroup(unsigned group_id) const UMDEV_EXCLUDES(mu_);
   Result<std::shared_ptr<Group>> FindGroupOf(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
 
+  // An active instance's usage (Device::CurrentUsage). Errors: ENODEV.
+  Result<Device::Usage> MdevUsage(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
+
   // The per-instance attributes of an active instance (see Device). Errors:
   // ENODEV no active instance; the vendor's (ENOENT, EACCES, EINVAL, ...).
   Result<std::vector<DeviceAttribute>> MdevAttributes(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);

@@ -133,7 +133,7 @@ class Type1Backend final : public IommuBackend {
   size_t mapping_count() const override UMDEV_EXCLUDES(mu_);
   uint64_t mapped_bytes() const UMDEV_EXCLUDES(mu_);
   // Bytes pinned by this container (each page once, however many pins).
-  uint64_t locked_bytes() const UMDEV_EXCLUDES(mu_);
+  uint64_t locked_bytes() const override UMDEV_EXCLUDES(mu_);
   const Type1Limits& limits() const { return limits_; }
 
  private:
