@@ -18,6 +18,7 @@
 
 #include "umdev/cli/clap_errors.h"
 #include "umdev/cli/commands.h"
+#include "umdev/cli/top.h"
 #include "umdev/control/client.h"
 #include "umdev/control/protocol.h"
 
@@ -354,6 +355,18 @@ int main(int argc, char** argv) {
   attr->add_option("-n,--name", attr_name, "Attribute (default: list all)");
   attr->add_option("-v,--value", attr_value, "New value (needs --name)")->needs("--name");
 
+  auto* stats = app.add_subcommand("stats", "umdev: every device's usage, once (for scripts)");
+  bool stats_json = false;
+  stats->add_flag("--json", stats_json, "One JSON object");
+  auto* top = app.add_subcommand("top", "umdev: a live view of every device's usage");
+  cli::TopOptions top_options;
+  double top_delay = 1.0;
+  top->add_option("-d,--delay", top_delay, "Seconds between refreshes")
+      ->check(CLI::Range(0.05, 3600.0))
+      ->capture_default_str();
+  top->add_option("-n,--iterations", top_options.iterations, "Refreshes before exiting (0: until q)");
+  top->add_flag("-b,--batch", top_options.batch, "Append each table instead of redrawing");
+
   if (int parsed = Parse(app, "umdevctl", argc, argv); parsed >= 0) return parsed;
   // clap checks a value as it parses it, before the rules between arguments.
   int status = 0;
@@ -400,5 +413,10 @@ int main(int argc, char** argv) {
     return Emit(cli::QemuArgs(call, qemu_options));
   }
   if (attr->parsed()) return Attr(call, *id, attr_name, attr_value);
+  if (stats->parsed()) return Emit(cli::Stats(call, stats_json));
+  if (top->parsed()) {
+    top_options.interval = std::chrono::milliseconds(static_cast<int64_t>(top_delay * 1000));
+    return cli::Top(call, top_options);
+  }
   return kUsageError;
 }

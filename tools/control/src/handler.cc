@@ -5,6 +5,7 @@
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
 #include "umdev/control/start.h"
+#include "stats_command.h"
 #include "sysfs_commands.h"
 
 namespace umdev::control {
@@ -158,6 +159,7 @@ Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& re
   UMDEV_ASSIGN_OR_RETURN(const std::string cmd, StringField(request, "cmd"));
   if (cmd == "types") return Types(registry);
   if (cmd == "list") return List(registry);
+  if (cmd == "stats") return Stats(registry);
   if (cmd == "start") return Start(registry, request);
   if (cmd == "defined") return Defined(store);
   if (cmd == "define") return Define(store, request);

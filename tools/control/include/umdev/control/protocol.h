@@ -3,6 +3,11 @@
 //
 // Requests:  {"cmd":"types"}                                   -> {"ok":true,"parents":[...]}
 //            {"cmd":"list"}                                    -> {"ok":true,"mdevs":[...]}
+//              an open instance's entry has "vm":{uuid,name,pid,accel,cgroup}
+//            {"cmd":"stats"}                                   -> {"ok":true,"time_ns":T,
+//                  "devices":[{uuid,parent,type,open,locked_bytes,
+//                  [migration_state,][vm,]counters:{busy_ns,commands,bytes,errors}}]}
+//              counters are those of the vendor's attributes the device has
 //            {"cmd":"start","parent":P,"type":T,"uuid":U[,"attrs":[{N:V},...]]}
 //                                                              -> {"ok":true,"uuid":U}
 //              attributes are written in order after creation; if one is
