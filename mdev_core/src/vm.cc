@@ -46,15 +46,15 @@ Result<void> DeviceVmState::Latch(std::shared_ptr<const Vm> vm, std::string_view
   // The checks in kvmgt's order: a VM at all, then which VM.
   const bool is_vm = vm != nullptr && vm->is_vm();
   if (policy_.requires_vm && !is_vm) {
-    return Fail(ESRCH, fmt::format("{}: this type requires a VM (the client is {})", device_name,
+    return Fail(ESRCH, fmt::format("this type requires a VM (the client is {})",
                                    vm != nullptr ? vm->Describe() : "unknown"));
   }
   MutexLock lock(mu_);
   if (!bound_uuid_.empty()) {
     const std::string their = vm != nullptr ? vm->identity().uuid : std::string();
     if (their != bound_uuid_) {
-      return Fail(EPERM, fmt::format("{} is bound to the VM with UUID {}; the client ({}) has {}",
-                                     device_name, bound_uuid_,
+      return Fail(EPERM, fmt::format("bound to the VM with UUID {}; the client ({}) has {}",
+                                     bound_uuid_,
                                      vm != nullptr ? vm->Describe() : "unknown",
                                      their.empty() ? "no -uuid" : "UUID " + their));
     }
