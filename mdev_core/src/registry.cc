@@ -16,6 +16,7 @@ struct Registry::Parent {
   std::string device_api;
   std::vector<MdevTypeSpec> types;
   std::vector<std::string> type_ids;  // "<driver>-<sysfs_name>", parallel to |types|.
+  std::vector<std::string> attributes;  // The driver's AttributeNames().
   unsigned max_instances = 0;         // 0: the driver's AvailableInstances() decides.
   unsigned available = 0;             // The shared counter, when max_instances > 0.
   unsigned creating = 0;              // Probes in progress.
@@ -117,6 +118,7 @@ Result<void> Registry::RegisterParent(std::shared_ptr<ParentDriver> driver) {
   parent->name = driver->parent_name();
   parent->device_api = driver->device_api();
   parent->types = driver->types();
+  parent->attributes = driver->AttributeNames();
   parent->max_instances = driver->max_instances();
   parent->available = parent->max_instances;
   const std::string prefix = driver->driver_name();
@@ -285,7 +287,8 @@ std::vector<ParentStatus> Registry::Parents() const {
     MutexLock lock(mu_);
     for (const auto& [name, parent] : parents_) {
       if (parent->unregistering) continue;
-      ParentStatus status{.name = name, .driver = parent->driver_name, .types = {}};
+      ParentStatus status{
+          .name = name, .driver = parent->driver_name, .attributes = parent->attributes, .types = {}};
       for (size_t i = 0; i < parent->types.size(); ++i) {
         const MdevTypeSpec& spec = parent->types[i];
         MdevTypeStatus type{
@@ -365,6 +368,20 @@ Result<std::shared_ptr<Device>> Registry::FindDevice(const Uuid& uuid) const {
 
 // Attribute calls reach the vendor with no registry lock held; the Device
 // keeps the vendor object alive for the call or refuses with ENODEV.
+Result<std::string> Registry::ReadParentAttribute(std::string_view parent_name,
+                                                  std::string_view name) const {
+  std::shared_ptr<ParentDriver> driver;
+  {
+    MutexLock lock(mu_);
+    const std::shared_ptr<Parent> parent = FindParentLocked(parent_name);
+    if (parent == nullptr || parent->unregistering) {
+      return Fail(ENODEV, fmt::format("no parent '{}'", parent_name));
+    }
+    driver = parent->driver;
+  }
+  return driver->ReadAttribute(name);
+}
+
 Result<Device::Usage> Registry::MdevUsage(const Uuid& uuid) const {
   UMDEV_ASSIGN_OR_RETURN(const std::shared_ptr<Device> device, FindDevice(uuid));
   return device->CurrentUsage();

@@ -160,6 +160,20 @@ Result<Children> Layout::Devices(const std::vector<std::string>& path) const {
   if (parent == nullptr) return Fail(ENOENT, "no parent " + path[3]);
   if (path.size() == 4) {
     children.emplace("mdev_supported_types", Dir());
+    // The parent driver's own attributes, read live; the core's names win.
+    for (const std::string& name : parent->attributes) {
+      if (name.find('/') != std::string::npos) continue;
+      Registry& registry = registry_;
+      children.emplace(name, Entry{.kind = NodeKind::kFile,
+                                   .mode = 0444,
+                                   .read = [&registry, parent = parent->name,
+                                            name]() -> Result<std::string> {
+                                     UMDEV_ASSIGN_OR_RETURN(
+                                         std::string value,
+                                         registry.ReadParentAttribute(parent, name));
+                                     return Line(std::move(value));
+                                   }});
+    }
     for (const MdevStatus& mdev : mdevs_) {
       if (mdev.parent == parent->name) children.emplace(mdev.uuid.ToString(), Dir());
     }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,8 @@ class TestParentDriver final : public ParentDriver {
     bool pins_pages = false;  // Declared to the core at registration.
     std::string device_api = "vfio-pci";
     TestDevice::Features features;  // Migration and DMA logging of its devices.
+    // The parent's own read-only attributes and their values.
+    std::map<std::string, std::string> parent_attributes;
   };
 
   explicit TestParentDriver(Options options);
@@ -130,6 +133,16 @@ class TestParentDriver final : public ParentDriver {
   unsigned max_instances() const override { return options_.max_instances; }
   unsigned AvailableInstances(const MdevTypeSpec& type) override;
   Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override;
+  std::vector<std::string> AttributeNames() const override {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : options_.parent_attributes) names.push_back(name);
+    return names;
+  }
+  Result<std::string> ReadAttribute(std::string_view name) const override {
+    const auto it = options_.parent_attributes.find(std::string(name));
+    if (it == options_.parent_attributes.end()) return Fail(ENOENT, "no parent attribute");
+    return it->second;
+  }
 
   // The next probe fails with |code|.
   void FailNextProbe(int code) { fail_next_probe_ = code; }

@@ -28,6 +28,7 @@ class TreeTest : public ::testing::Test {
   TreeTest() {
     TestParentDriver::Options options;
     options.features.attributes = true;
+    options.parent_attributes = {{"memory_free", "4096"}};
     parent_ = std::make_shared<TestParentDriver>(options);
     EXPECT_TRUE(registry_.RegisterParent(parent_).has_value());
   }
@@ -69,7 +70,7 @@ TEST_F(TreeTest, CompatClassLinksEachParentToItsDeviceDirectory) {
   EXPECT_EQ(link.mode, 0777u);
   EXPECT_EQ(*tree_.ReadLink("class/mdev_bus/test_parent"), "../../devices/virtual/umdev/test_parent");
   EXPECT_EQ(*tree_.Resolve("class/mdev_bus/test_parent"), kParentDir);
-  EXPECT_THAT(*tree_.List(kParentDir), ElementsAre("mdev_supported_types"));
+  EXPECT_THAT(*tree_.List(kParentDir), ElementsAre("mdev_supported_types", "memory_free"));
 }
 
 TEST_F(TreeTest, TypeDirectoriesHoldTheKernelAttributes) {
@@ -107,12 +108,18 @@ TEST_F(TreeTest, FileModesAreSysfsModes) {
   EXPECT_EQ(tree_.Stat(Cat(dev, "remove"))->kind, NodeKind::kFile);
 }
 
+TEST_F(TreeTest, ParentAttributesAreReadOnlyFilesInTheParentsDirectory) {
+  EXPECT_EQ(*tree_.Read(Cat(kParentDir, "memory_free")), "4096\n");
+  EXPECT_EQ(tree_.Stat(Cat(kParentDir, "memory_free"))->mode, 0444u);
+  EXPECT_EQ(WriteErrno(Cat(kParentDir, "memory_free"), "1\n"), EACCES);
+}
+
 TEST_F(TreeTest, CreateMakesTheInstanceAppearEverywhere) {
   const std::string dev = Create();
   const std::string uuid(kUuid);
   EXPECT_EQ(registry_.Mdevs().size(), 1u);
   EXPECT_EQ(*tree_.Read(Cat(kTypeA, "available_instances")), "3\n");  // Live.
-  EXPECT_THAT(*tree_.List(kParentDir), ElementsAre(uuid, "mdev_supported_types"));
+  EXPECT_THAT(*tree_.List(kParentDir), ElementsAre(uuid, "mdev_supported_types", "memory_free"));
   EXPECT_THAT(*tree_.List(dev),
               ElementsAre("bound_vm_uuid", "driver", "iommu_group", "label", "mdev_type", "remove",
                           "secret", "serial", "subsystem", "uevent", "vendor", "vfio_user_socket",

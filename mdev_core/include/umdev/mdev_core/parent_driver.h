@@ -57,6 +57,15 @@ class ParentDriver {
   // Creates the instance. Errors propagate to the creator unchanged; nothing
   // of the instance may remain on failure.
   virtual Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) = 0;
+
+  // Read-only attributes of the parent device itself (sysfs: files in the
+  // parent's directory, as a driver's dev_groups add), for operators: a
+  // scheduler's policy, memory left. Names only; values are read live.
+  virtual std::vector<std::string> AttributeNames() const { return {}; }
+  // Errors: ENOENT no such attribute.
+  virtual Result<std::string> ReadAttribute(std::string_view name) const {
+    return Fail(ENOENT, "no parent attribute " + std::string(name));
+  }
 };
 
 }  // namespace umdev

@@ -39,6 +39,7 @@ struct MdevTypeStatus {
 struct ParentStatus {
   std::string name;
   std::string driver;  // The vendor's driver_name() (kernel dev_driver_string()).
+  std::vector<std::string> attributes;  // ParentDriver::AttributeNames().
   std::vector<MdevTypeStatus> types;
 };
 
@@ -114,6 +115,11 @@ class Registry {
   // Errors: ENODEV none.
   Result<std::shared_ptr<Group>> FindGroup(unsigned group_id) const UMDEV_EXCLUDES(mu_);
   Result<std::shared_ptr<Group>> FindGroupOf(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
+
+  // A parent's attribute, read live from its driver with no registry lock
+  // held. Errors: ENODEV no such parent; the driver's (ENOENT).
+  Result<std::string> ReadParentAttribute(std::string_view parent, std::string_view name) const
+      UMDEV_EXCLUDES(mu_);
 
   // An active instance's usage (Device::CurrentUsage). Errors: ENODEV.
   Result<Device::Usage> MdevUsage(const Uuid& uuid) const UMDEV_EXCLUDES(mu_);
