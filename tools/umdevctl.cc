@@ -73,6 +73,31 @@ std::optional<Uuid> UuidOption(const std::optional<std::string>& text, int& stat
   return *parsed;
 }
 
+// umdev's own `attr -p`: a parent's read-only attributes, all or one.
+int ParentAttr(const cli::Transport& call, const std::string& parent,
+               const std::optional<std::string>& name) {
+  auto reply = call({{"cmd", "parent-attrs"}, {"parent", parent}});
+  if (reply.has_value() && reply->value("ok", false) != true) {
+    reply = std::unexpected(umdev::control::ErrorFromReply(*reply));
+  }
+  if (!reply.has_value()) {
+    std::fprintf(stderr, "Error: %s\n", reply.error().Describe().c_str());
+    return 1;
+  }
+  std::string text;
+  for (const auto& [key, value] : (*reply)["attributes"].items()) {
+    if (name.has_value() && key != *name) continue;
+    text += name.has_value() ? value.get<std::string>() + "\n"
+                             : key + "=" + value.get<std::string>() + "\n";
+  }
+  if (name.has_value() && text.empty()) {
+    std::fprintf(stderr, "Error: parent %s has no attribute %s\n", parent.c_str(), name->c_str());
+    return 1;
+  }
+  std::fputs(text.c_str(), stdout);
+  return 0;
+}
+
 std::optional<std::pair<std::string, std::string>> SplitAttr(const std::string& text) {
   const size_t eq = text.find('=');
   if (eq == std::string::npos || eq == 0) return std::nullopt;
@@ -349,9 +374,12 @@ int main(int argc, char** argv) {
   bool no_memory = false;
   qemu->add_flag("--no-memory", no_memory, "Leave out the memory backend (the VM already shares its RAM)");
 
-  auto* attr = app.add_subcommand("attr", "umdev: list, read or set a running device's attributes");
+  auto* attr = app.add_subcommand(
+      "attr", "umdev: list, read or set a running device's attributes, or read a parent's");
   std::optional<std::string> attr_name, attr_value;
-  attr->add_option("-u,--uuid", uuid, "UUID")->required();
+  auto* attr_uuid = attr->add_option("-u,--uuid", uuid, "UUID");
+  auto* attr_parent = attr->add_option("-p,--parent", parent, "A parent device (read-only attributes)");
+  attr_uuid->excludes(attr_parent);
   attr->add_option("-n,--name", attr_name, "Attribute (default: list all)");
   attr->add_option("-v,--value", attr_value, "New value (needs --name)")->needs("--name");
 
@@ -412,7 +440,14 @@ int main(int argc, char** argv) {
     qemu_options.with_memory = !no_memory;
     return Emit(cli::QemuArgs(call, qemu_options));
   }
-  if (attr->parsed()) return Attr(call, *id, attr_name, attr_value);
+  if (attr->parsed()) {
+    if (parent.has_value()) {
+      if (attr_value.has_value()) return UsageError("a parent's attributes are read-only");
+      return ParentAttr(call, *parent, attr_name);
+    }
+    if (!id.has_value()) return UsageError("attr needs -u UUID or -p PARENT");
+    return Attr(call, *id, attr_name, attr_value);
+  }
   if (stats->parsed()) return Emit(cli::Stats(call, stats_json));
   if (top->parsed()) {
     top_options.interval = std::chrono::milliseconds(static_cast<int64_t>(top_delay * 1000));

@@ -41,6 +41,20 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
   EXPECT_NE(Ctl("types").out.find("gpu-1of1\n    Available instances: 1\n"), std::string::npos);
 }
 
+TEST_F(GpuCliTest, TheParentShowsItsEngineSchedulerAndMemoryLeft) {
+  const std::string all = Ctl("attr -p gpu-cpu").out;
+  EXPECT_EQ(all.rfind("engine=cpu (tbb, ", 0), 0u) << all;  // The thread count is the host's.
+  EXPECT_NE(all.find(")\nmemory_free=16777216\nmemory_total=16777216\n"
+                     "scheduler_policy=equal_share\ntime_slice_us=1000\n"),
+            std::string::npos)
+      << all;
+  ASSERT_EQ(Ctl("start -p gpu-cpu -t gpu-1of4 -u " + std::string(kU1)).status, 0);
+  EXPECT_EQ(Ctl("attr -p gpu-cpu -n memory_free").out, "12582912\n");
+  EXPECT_NE(Ctl("attr -p gpu-cpu -n memory_free -v 1").status, 0) << "read-only";
+  EXPECT_NE(Ctl("attr -p nope").out.find("no parent 'nope'"), std::string::npos);
+  EXPECT_NE(Ctl("attr -p gpu-cpu -n nope").status, 0);
+}
+
 // The VM policies a gpu parent declares for its types (kvmgt's rules).
 class GpuVmPolicyCliTest : public CliFixture {
  protected:

@@ -1,6 +1,8 @@
 // HandleRequest: the control protocol's commands against the Registry.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "umdev/control/definition_store.h"
 #include "umdev/control/protocol.h"
 #include "umdev/control/server.h"
@@ -125,6 +127,20 @@ Result<Json> Stop(Registry& registry, const Json& request) {
   return Json{{"ok", true}};
 }
 
+Result<Json> ParentAttrs(Registry& registry, const Json& request) {
+  UMDEV_ASSIGN_OR_RETURN(const std::string parent, StringField(request, "parent"));
+  const auto parents = registry.Parents();
+  const auto found = std::find_if(parents.begin(), parents.end(),
+                                  [&](const ParentStatus& p) { return p.name == parent; });
+  if (found == parents.end()) return Fail(ENODEV, fmt::format("no parent '{}'", parent));
+  Json attributes = Json::object();
+  for (const std::string& name : found->attributes) {
+    UMDEV_ASSIGN_OR_RETURN(std::string value, registry.ReadParentAttribute(parent, name));
+    attributes[name] = std::move(value);
+  }
+  return Json{{"ok", true}, {"attributes", std::move(attributes)}};
+}
+
 Result<Json> AttrList(Registry& registry, const Json& request) {
   UMDEV_ASSIGN_OR_RETURN(const Uuid uuid, UuidField(request));
   UMDEV_ASSIGN_OR_RETURN(const std::vector<DeviceAttribute> attributes,
@@ -166,6 +182,7 @@ Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& re
   if (cmd == "undefine") return Undefine(store, request);
   if (cmd == "stop") return Stop(registry, request);
   if (cmd == "attr-list") return AttrList(registry, request);
+  if (cmd == "parent-attrs") return ParentAttrs(registry, request);
   if (cmd == "attr-get") return AttrGet(registry, request);
   if (cmd == "attr-set") return AttrSet(registry, request);
   if (cmd.starts_with("sysfs-")) {

@@ -115,6 +115,21 @@ std::vector<MdevTypeSpec> GpuParent::types() const {
   return out;
 }
 
+std::vector<std::string> GpuParent::AttributeNames() const {
+  return {"engine", "scheduler_policy", "time_slice_us", "memory_total", "memory_free"};
+}
+
+Result<std::string> GpuParent::ReadAttribute(std::string_view name) const {
+  if (name == "engine") return engine_->name();
+  if (name == "scheduler_policy") {
+    return std::string(FormatSchedulingPolicy(options_.scheduler.policy));
+  }
+  if (name == "time_slice_us") return std::to_string(options_.scheduler.time_slice.count());
+  if (name == "memory_total") return std::to_string(options_.memory);
+  if (name == "memory_free") return std::to_string(options_.memory / 8 * free_eighths());
+  return Fail(ENOENT, "no parent attribute " + std::string(name));
+}
+
 unsigned GpuParent::EighthsOf(const MdevTypeSpec& type) {
   for (unsigned n : kDenominators) {
     if (type.sysfs_name == fmt::format("1of{}", n)) return 8 / n;

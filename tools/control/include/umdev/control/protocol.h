@@ -24,6 +24,8 @@
 //                                              [{"name":N,"readable":B,"writable":B}]}
 //            {"cmd":"attr-get","uuid":U,"name":N}              -> {"ok":true,"value":V}
 //            {"cmd":"attr-set","uuid":U,"name":N,"value":V}    -> {"ok":true}
+//            {"cmd":"parent-attrs","parent":P}                 -> {"ok":true,"attributes":{N:V}}
+//              a parent driver's read-only attributes (ENODEV no such parent)
 // The sysfs tree (docs/sysfs.md), for tools where FUSE is not mounted; PATH
 // is relative to the tree's root, as under --sysfs-mount:
 //            {"cmd":"sysfs-stat","path":P}        -> {"ok":true,"kind":K,"mode":M[,"target":T]}

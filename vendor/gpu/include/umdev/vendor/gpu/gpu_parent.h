@@ -73,6 +73,11 @@ class GpuParent final : public ParentDriver {
   // the runner's Attach() errors.
   Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override;
 
+  // engine (its name), scheduler_policy and time_slice_us (as configured),
+  // memory_total and memory_free (bytes of slice memory left).
+  std::vector<std::string> AttributeNames() const override;
+  Result<std::string> ReadAttribute(std::string_view name) const override;
+
   const std::shared_ptr<Engine>& engine() const { return engine_; }
   const std::shared_ptr<QueueRunner>& runner() const { return runner_; }
   unsigned free_eighths() const;
