@@ -208,9 +208,18 @@ Result<std::vector<DeviceAttribute>> Device::Attributes() {
                                          .writable = writable});
   }
   UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
+    // The migration view (the kernel's vfio/<dev>/migration debugfs), for
+    // devices that migrate.
+    if (ops.migration() != nullptr) {
+      for (std::string_view name : kMigrationAttributes) {
+        attributes.push_back(DeviceAttribute{.name = std::string(name), .readable = true});
+      }
+    }
     for (DeviceAttribute& attribute : ops.Attributes()) {
-      // The core's names win: a vendor cannot shadow the VM attributes.
-      if (!DeviceVmState::IsAttribute(attribute.name)) attributes.push_back(std::move(attribute));
+      // The core's names win: a vendor cannot shadow them.
+      if (!DeviceVmState::IsAttribute(attribute.name) && !IsMigrationAttribute(attribute.name)) {
+        attributes.push_back(std::move(attribute));
+      }
     }
     return {};
   }));
@@ -218,6 +227,7 @@ Result<std::vector<DeviceAttribute>> Device::Attributes() {
 }
 
 Result<std::string> Device::ReadAttribute(std::string_view name) {
+  if (IsMigrationAttribute(name)) return ReadMigrationAttribute(name);
   if (DeviceVmState::IsAttribute(name)) {
     UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
     return vm_.ReadAttribute(name);
@@ -233,6 +243,10 @@ Result<std::string> Device::ReadAttribute(std::string_view name) {
 Result<void> Device::WriteAttribute(std::string_view name, std::string_view value) {
   // sysfs stores get what `echo` wrote, newline included.
   if (value.ends_with('\n')) value.remove_suffix(1);
+  if (IsMigrationAttribute(name)) {
+    UMDEV_TRY(ReadMigrationAttribute(name));  // ENODEV, ENOENT as a read would.
+    return Fail(EACCES, std::string(name) + " is read-only");
+  }
   if (DeviceVmState::IsAttribute(name)) {
     UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
     return vm_.WriteAttribute(name, value);

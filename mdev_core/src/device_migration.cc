@@ -1,6 +1,8 @@
 // DeviceFile's migration v2 and device DMA logging calls.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "umdev/mdev_core/device.h"
 #include "umdev/mdev_core/dma_logging.h"
 #include "umdev/mdev_core/migration.h"
@@ -66,7 +68,7 @@ Result<uint64_t> DeviceFile::MigrationDataSize() {
   });
 }
 
-Result<size_t> DeviceFile::MigrationRead(std::span<std::byte> out) {
+Result<size_t> DeviceFile::ReadMigrationData(std::span<std::byte> out) {
   Device::MigrationTurn turn(*device_);
   return CallFor<size_t>([&](DeviceOps& ops) -> Result<size_t> {
     MigrationOps* migration = ops.migration();
@@ -80,7 +82,14 @@ Result<size_t> DeviceFile::MigrationRead(std::span<std::byte> out) {
   });
 }
 
-Result<size_t> DeviceFile::MigrationWrite(std::span<const std::byte> data) {
+Result<size_t> DeviceFile::MigrationRead(std::span<std::byte> out) {
+  UMDEV_ASSIGN_OR_RETURN(const size_t done, ReadMigrationData(out));
+  MutexLock lock(device_->mu_);
+  device_->migration_bytes_saved_ += done;
+  return done;
+}
+
+Result<size_t> DeviceFile::WriteMigrationData(std::span<const std::byte> data) {
   Device::MigrationTurn turn(*device_);
   return CallFor<size_t>([&](DeviceOps& ops) -> Result<size_t> {
     MigrationOps* migration = ops.migration();
@@ -91,6 +100,27 @@ Result<size_t> DeviceFile::MigrationWrite(std::span<const std::byte> data) {
                                       MigrationStateName(state)));
     }
     return migration->WriteData(data);
+  });
+}
+
+Result<size_t> DeviceFile::MigrationWrite(std::span<const std::byte> data) {
+  UMDEV_ASSIGN_OR_RETURN(const size_t done, WriteMigrationData(data));
+  MutexLock lock(device_->mu_);
+  device_->migration_bytes_loaded_ += done;
+  return done;
+}
+
+Result<PrecopyInfo> DeviceFile::MigrationPrecopyInfo() {
+  Device::MigrationTurn turn(*device_);
+  return CallFor<PrecopyInfo>([](DeviceOps& ops) -> Result<PrecopyInfo> {
+    MigrationOps* migration = ops.migration();
+    if (migration == nullptr) return Fail(ENOTTY, "pre-copy info: no migration support");
+    const vfio_device_mig_state state = migration->GetState();
+    if (state != kVfioStatePreCopy && state != kVfioStatePreCopyP2P) {
+      return Fail(EINVAL, fmt::format("pre-copy info: device in {}, not PRE_COPY",
+                                      MigrationStateName(state)));
+    }
+    return migration->GetPrecopyInfo();
   });
 }
 
@@ -137,6 +167,8 @@ Result<Device::Usage> Device::CurrentUsage() {
   {
     MutexLock lock(mu_);
     usage.open = open_count_ > 0;
+    usage.migration_bytes_saved = migration_bytes_saved_;
+    usage.migration_bytes_loaded = migration_bytes_loaded_;
     iommu = iommu_;
   }
   if (iommu != nullptr) usage.locked_bytes = iommu->locked_bytes();
@@ -147,6 +179,21 @@ Result<Device::Usage> Device::CurrentUsage() {
     return {};
   }));
   return usage;
+}
+
+bool Device::IsMigrationAttribute(std::string_view name) {
+  return std::find(kMigrationAttributes.begin(), kMigrationAttributes.end(), name) !=
+         kMigrationAttributes.end();
+}
+
+Result<std::string> Device::ReadMigrationAttribute(std::string_view name) {
+  UMDEV_ASSIGN_OR_RETURN(const Usage usage, CurrentUsage());
+  if (!usage.migration_state.has_value()) {
+    return Fail(ENOENT, "no attribute " + std::string(name) + ": the device does not migrate");
+  }
+  if (name == "migration/state") return std::string(MigrationStateName(*usage.migration_state));
+  if (name == "migration/bytes_saved") return std::to_string(usage.migration_bytes_saved);
+  return std::to_string(usage.migration_bytes_loaded);
 }
 
 }  // namespace umdev

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "migration_test_util.h"
@@ -199,6 +201,42 @@ TEST(DeviceMigrationTest, SavedStreamResumesIntoASecondDevice) {
   std::vector<std::byte> restored(256);
   ASSERT_TRUE(destination->RegionRead(VFIO_PCI_CONFIG_REGION_INDEX, 0, restored).has_value());
   EXPECT_EQ(restored, config);
+}
+
+TEST(DeviceMigrationTest, PrecopyInfoIsAskedOnlyInPreCopyAndEnottyWhenNotReported) {
+  MigrationFixture fx({.migration_flags = kStopCopy | kVfioMigrationPreCopy});
+  auto file = fx.Open(kMigUuid1);
+  EXPECT_EQ(file->MigrationPrecopyInfo().error().code, EINVAL);  // RUNNING.
+  ASSERT_TRUE(file->SetMigrationState(kVfioStatePreCopy).has_value());
+  EXPECT_EQ(file->MigrationPrecopyInfo().error().code, ENOTTY);  // The fake does not report it.
+  MigrationFixture none(TestDevice::Features{});
+  EXPECT_EQ(none.Open(kMigUuid1)->MigrationPrecopyInfo().error().code, ENOTTY);
+}
+
+TEST(DeviceMigrationTest, TheMigrationViewShowsTheStateAndTheBytesMoved) {
+  MigrationFixture fx({.migration_flags = kStopCopy});
+  Registry& registry = fx.registry();
+  const std::vector<DeviceAttribute> attributes = registry.MdevAttributes(kMigUuid1).value();
+  std::vector<std::string> names;
+  for (const DeviceAttribute& attribute : attributes) names.push_back(attribute.name);
+  EXPECT_NE(std::find(names.begin(), names.end(), "migration/state"), names.end());
+  EXPECT_EQ(registry.ReadMdevAttribute(kMigUuid1, "migration/state").value(), "RUNNING");
+  auto source = fx.Open(kMigUuid1);
+  auto destination = fx.Open(kMigUuid2);
+  ASSERT_EQ(source->SetMigrationState(kStopCopyState).value(), kStopCopyState);
+  EXPECT_EQ(registry.ReadMdevAttribute(kMigUuid1, "migration/state").value(), "STOP_COPY");
+  const std::vector<std::byte> stream = ReadStream(*source, 100);
+  EXPECT_EQ(registry.ReadMdevAttribute(kMigUuid1, "migration/bytes_saved").value(),
+            std::to_string(stream.size()));
+  ASSERT_EQ(destination->SetMigrationState(kResuming).value(), kResuming);
+  ASSERT_EQ(destination->MigrationWrite(stream).value(), stream.size());
+  EXPECT_EQ(registry.ReadMdevAttribute(kMigUuid2, "migration/bytes_loaded").value(),
+            std::to_string(stream.size()));
+  EXPECT_EQ(registry.ReadMdevAttribute(kMigUuid2, "migration/bytes_saved").value(), "0");
+  EXPECT_EQ(registry.WriteMdevAttribute(kMigUuid1, "migration/state", "STOP").error().code, EACCES);
+  // A device that does not migrate has no such attributes.
+  MigrationFixture plain(TestDevice::Features{});
+  EXPECT_EQ(plain.registry().ReadMdevAttribute(kMigUuid1, "migration/state").error().code, ENOENT);
 }
 
 TEST(DeviceMigrationTest, TruncatedResumeStreamFailsTheArcIntoError) {

@@ -35,6 +35,7 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
       << after.out;
   EXPECT_EQ(Ctl("attr -u " + std::string(kU1)).out,
             "vm_uuid=\nvm_name=\nvm_pid=\nvm_accel=\nbound_vm_uuid=\n"
+            "migration/state=RUNNING\nmigration/bytes_saved=0\nmigration/bytes_loaded=0\n"
             "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\ntimeouts=0\npreempted=0\n"
             "yielded=0\nthrottled=0\n");
   ASSERT_EQ(Ctl("stop -u " + std::string(kU1)).status, 0);

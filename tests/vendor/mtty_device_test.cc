@@ -314,7 +314,8 @@ TEST_F(MttyDeviceTest, RegistryReadsAndWritesAttributesByUuid) {
   EXPECT_EQ(parent_->free_ports(), 22u);
   auto attributes = registry.MdevAttributes(uuid);
   ASSERT_TRUE(attributes.has_value());
-  EXPECT_EQ(attributes->size(), 2u + 5u);  // mtty's two after the core's VM attributes.
+  // mtty's two after the core's: five VM attributes and the migration view.
+  EXPECT_EQ(attributes->size(), 2u + 5u + 3u);
   EXPECT_EQ(*registry.ReadMdevAttribute(uuid, "far_end"), "loopback");
   ASSERT_TRUE(registry.WriteMdevAttribute(uuid, "far_end", "pty\n"));
   EXPECT_EQ(*registry.ReadMdevAttribute(uuid, "far_end"), "pty");
@@ -336,9 +337,10 @@ TEST_F(MttyDeviceTest, ControlProtocolAttributeCommands) {
                                                 {"type", "mtty-1"}, {"uuid", uuid}})["ok"]
                   .get<bool>());
   const Json list = control::HandleRequest(registry, {{"cmd", "attr-list"}, {"uuid", uuid}});
-  ASSERT_EQ(list["attributes"].size(), 2u + 5u);  // The core's VM attributes come first.
-  EXPECT_EQ(list["attributes"][6]["name"], "pty");
-  EXPECT_EQ(list["attributes"][6]["writable"], false);
+  // The core's VM attributes and migration view come first.
+  ASSERT_EQ(list["attributes"].size(), 2u + 5u + 3u);
+  EXPECT_EQ(list["attributes"][9]["name"], "pty");
+  EXPECT_EQ(list["attributes"][9]["writable"], false);
   const Json set = control::HandleRequest(
       registry, {{"cmd", "attr-set"}, {"uuid", uuid}, {"name", "far_end"}, {"value", "pty"}});
   EXPECT_TRUE(set["ok"].get<bool>());

@@ -231,6 +231,27 @@ TEST_F(MttyMigrationTest, PreCopySendsTheHeaderFirst) {
   EXPECT_EQ(ReadReg(*target, 0, reg::kScr), 0x42);
 }
 
+// The kernel sample's VFIO_MIG_GET_PRECOPY_INFO: what is left of the saving
+// file, nothing dirty.
+TEST_F(MttyMigrationTest, PrecopyInfoCountsWhatIsLeftToSend) {
+  auto source = Make();
+  MigrationOps* saving = source->migration();
+  ASSERT_NE(saving, nullptr);
+  const Result<PrecopyInfo> none = saving->GetPrecopyInfo();  // No saving stream yet.
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code, EINVAL);
+  ASSERT_TRUE(saving->SetState(kPreCopy));
+  const Result<PrecopyInfo> before = saving->GetPrecopyInfo();
+  ASSERT_TRUE(before.has_value());
+  EXPECT_EQ(before->initial_bytes, kStreamHeaderSize);
+  EXPECT_EQ(before->dirty_bytes, 0u);
+  std::vector<std::byte> some(10);
+  ASSERT_EQ(saving->ReadData(some).value(), 10u);
+  const Result<PrecopyInfo> after = saving->GetPrecopyInfo();
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->initial_bytes, kStreamHeaderSize - 10);
+}
+
 TEST_F(MttyMigrationTest, HeaderMismatchIsEfault) {
   const std::vector<std::byte> good = SaveFresh("1");
   const struct {

@@ -191,6 +191,14 @@ TEST_P(GpuMigrationTest, PreCopyResendsPagesTheRingAndTheMmapChanged) {
   ASSERT_TRUE(dirtied.has_value());
   EXPECT_EQ(dirtied->initial_bytes, 0u);
   EXPECT_EQ(dirtied->dirty_bytes, 2 * kPageSize);
+  // The same answer through MigrationOps, as the core's
+  // DeviceFile::MigrationPrecopyInfo() asks it.
+  MigrationOps* ops = device_->migration();
+  ASSERT_NE(ops, nullptr);
+  const Result<umdev::PrecopyInfo> through_core = ops->GetPrecopyInfo();
+  ASSERT_TRUE(through_core.has_value());
+  EXPECT_EQ(through_core->initial_bytes, 0u);
+  EXPECT_EQ(through_core->dirty_bytes, 2 * kPageSize);
   const auto resent = ReadPass();
   EXPECT_EQ(resent.size(), 2 * kPageRecordBytes);
   stream.insert(stream.end(), resent.begin(), resent.end());

@@ -310,6 +310,11 @@ Result<size_t> GpuDevice::ReadData(std::span<std::byte> out) {
   return n;
 }
 
+Result<umdev::PrecopyInfo> GpuDevice::GetPrecopyInfo() {
+  UMDEV_ASSIGN_OR_RETURN(const GpuPrecopyInfo info, PrecopyInfo());
+  return umdev::PrecopyInfo{.initial_bytes = info.initial_bytes, .dirty_bytes = info.dirty_bytes};
+}
+
 Result<GpuPrecopyInfo> GpuDevice::PrecopyInfo() {
   MutexLock lock(mig_mu_);
   if (!saving_ || (mig_state_ != kVfioStatePreCopy && mig_state_ != kVfioStatePreCopyP2P)) {

@@ -156,4 +156,10 @@ Result<void> MttyDevice::LoadStreamLocked() {
   return {};
 }
 
+Result<PrecopyInfo> MttyDevice::GetPrecopyInfo() {
+  MutexLock lock(mu_);
+  if (!has_saving_) return Fail(EINVAL, "mtty: pre-copy info without a saving stream");
+  return PrecopyInfo{.initial_bytes = saving_.size() - saving_pos_, .dirty_bytes = 0};
+}
+
 }  // namespace umdev::vendor::serial

@@ -2,6 +2,7 @@
 // vfio_device) and a user's open handle on it (a device fd).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -60,6 +61,10 @@ class Device final : public DmaAccess, private DmaUnmapListener,
     uint64_t locked_bytes = 0;  // Pinned in the open user's address space.
     // The migration state, for devices that migrate.
     std::optional<vfio_device_mig_state> migration_state;
+    // Migration data moved through the core since the device was created
+    // (the kernel's migration debugfs view).
+    uint64_t migration_bytes_saved = 0;
+    uint64_t migration_bytes_loaded = 0;
   };
   // Errors: ENODEV removed or being removed.
   Result<Usage> CurrentUsage() UMDEV_EXCLUDES(mu_);
@@ -131,6 +136,14 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   Result<void> CallRegistered(const std::function<Result<void>(DeviceOps&)>& fn)
       UMDEV_EXCLUDES(mu_);
 
+  // migration/state, migration/bytes_saved, migration/bytes_loaded: read-only
+  // core attributes of devices that migrate (device_migration.cc).
+  static constexpr std::array<std::string_view, 3> kMigrationAttributes = {
+      "migration/state", "migration/bytes_saved", "migration/bytes_loaded"};
+  static bool IsMigrationAttribute(std::string_view name);
+  // Errors: ENODEV removed; ENOENT the device does not migrate.
+  Result<std::string> ReadMigrationAttribute(std::string_view name) UMDEV_EXCLUDES(mu_);
+
   // DmaUnmapListener, forwarding to the vendor's.
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;
   void OnPinsRevoked(uint64_t iova, uint64_t size) override;
@@ -151,6 +164,8 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   bool removing_ UMDEV_GUARDED_BY(mu_) = false;
   bool broken_ UMDEV_GUARDED_BY(mu_) = false;
   bool migration_turn_taken_ UMDEV_GUARDED_BY(mu_) = false;
+  uint64_t migration_bytes_saved_ UMDEV_GUARDED_BY(mu_) = 0;
+  uint64_t migration_bytes_loaded_ UMDEV_GUARDED_BY(mu_) = 0;
 };
 
 // An open device (a device fd). Closing it (destruction) is the last-close
@@ -204,6 +219,10 @@ class DeviceFile {
   // The resuming stream. Errors: EINVAL not in RESUMING, or no MigrationOps
   // (libvfio-user handle_mig_data_write).
   Result<size_t> MigrationWrite(std::span<const std::byte> data);
+  // VFIO_MIG_GET_PRECOPY_INFO. Errors: EINVAL not in PRE_COPY or
+  // PRE_COPY_P2P (the kernel drivers' check); ENOTTY no MigrationOps, or the
+  // device does not report it.
+  Result<PrecopyInfo> MigrationPrecopyInfo();
 
   // Device DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_*), checked as
   // ValidateDmaLoggingStart() / DirtyBitmapWords() (dma_logging.h) do
@@ -231,6 +250,9 @@ class DeviceFile {
   DeviceFile(std::shared_ptr<Device> device, std::shared_ptr<IommuBackend> iommu,
              std::shared_ptr<void> keepalive, uint64_t generation,
              std::function<void()> on_close);
+  // The data stream's vendor calls; the public wrappers count the bytes.
+  Result<size_t> ReadMigrationData(std::span<std::byte> out);
+  Result<size_t> WriteMigrationData(std::span<const std::byte> data);
   // Device::Call() for a vendor call that returns a value.
   template <typename T, typename F>
   Result<T> CallFor(F&& fn) {

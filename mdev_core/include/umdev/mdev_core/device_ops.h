@@ -75,6 +75,13 @@ struct DeviceAttribute {
   bool writable = false;
 };
 
+// VFIO_MIG_GET_PRECOPY_INFO (Linux 6.2 uapi; not in Debian 12's headers):
+// what the PRE_COPY stream has left to send.
+struct PrecopyInfo {
+  uint64_t initial_bytes = 0;  // Not yet sent in this saving session.
+  uint64_t dirty_bytes = 0;    // Sent, then changed.
+};
+
 // VFIO migration v2 (VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE and the data stream).
 // Thread-safe. The core computes the path through intermediate states; the
 // device implements single arcs only.
@@ -90,6 +97,12 @@ class MigrationOps {
   virtual Result<size_t> ReadData(std::span<std::byte> out) = 0;
   // The resuming side's stream.
   virtual Result<size_t> WriteData(std::span<const std::byte> data) = 0;
+  // Only asked in PRE_COPY or PRE_COPY_P2P (the core checks). Errors:
+  // ENOTTY the device does not report it (the kernel's answer for a driver
+  // without the ioctl).
+  virtual Result<PrecopyInfo> GetPrecopyInfo() {
+    return Fail(ENOTTY, "pre-copy info: not reported by this device");
+  }
 };
 
 // Device DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_*). Thread-safe.

@@ -147,6 +147,8 @@ class GpuDevice final : public DeviceOps,
   Result<void> SetState(vfio_device_mig_state next) override UMDEV_EXCLUDES(mig_mu_);
   Result<uint64_t> GetDataSize() override;
   Result<size_t> ReadData(std::span<std::byte> out) override UMDEV_EXCLUDES(mig_mu_);
+  // PrecopyInfo() in the core's terms.
+  Result<umdev::PrecopyInfo> GetPrecopyInfo() override UMDEV_EXCLUDES(mig_mu_, exec_mu_);
   Result<size_t> WriteData(std::span<const std::byte> data) override UMDEV_EXCLUDES(mig_mu_);
   // Stops taking ring entries and waits for the one in flight to finish.
   void Quiesce() UMDEV_EXCLUDES(mu_);
