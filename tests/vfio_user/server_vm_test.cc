@@ -154,6 +154,29 @@ TEST_F(ServerVmTest, TheVmExitingEndsItsSessionWhileAnotherProcessHoldsTheSocket
   EXPECT_EQ(Attr(uuid_, "vm_accel"), "none");
 }
 
+// The refusal reads the client's first message itself: a client that sends
+// garbage instead (an absurd size, a header too short to frame) is closed
+// within the refusal's bound, and the server serves other devices meanwhile.
+TEST_F(ServerVmTest, ARefusedClientSendingGarbageIsClosedWithinABound) {
+  const Uuid uuid = AddPolicyInstance({.requires_vm = true});
+  for (const uint32_t size : {1u << 30, 3u}) {
+    auto peer = RawPeer::Connect(server_->SocketPath(uuid));
+    ASSERT_TRUE(peer.has_value());
+    const Header header{.msg_id = 7, .command = 1, .msg_size = size, .flags = 0, .error_no = 0};
+    ASSERT_EQ(::send(peer->fd(), &header, sizeof(header), MSG_NOSIGNAL),
+              static_cast<ssize_t>(sizeof(header)));
+    const auto start = std::chrono::steady_clock::now();
+    auto reply = peer->Receive(std::chrono::seconds(5));
+    EXPECT_FALSE(reply.has_value()) << "garbage was answered";
+    EXPECT_EQ(reply.error().code, ECONNRESET) << reply.error().Describe();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+    RawPeer other = ConnectAndNegotiate();  // Another device, at once.
+    EXPECT_EQ(RawPeer::ErrorOf(other.Call(Command::kDeviceReset, {})), 0);
+    ASSERT_TRUE(WaitDisconnected(uuid));
+  }
+  EXPECT_EQ(policy_parent_->counters()->opens, 0);
+}
+
 class UnreadableProcServerTest : public ServerVmTest {
  protected:
   UnreadableProcServerTest() { identify_.proc_root = "/nonexistent"; }
