@@ -70,8 +70,7 @@ void DeviceVmState::Release() {
   std::shared_ptr<const Vm> released;
   {
     MutexLock lock(mu_);
-    released = std::move(latched_);
-    latched_.reset();
+    released = std::move(latched_);  // Leaves latched_ null.
   }
   if (claims_ != nullptr) claims_->Release(this);
   // |released| (maybe the last reference, closing the VM's fd) dies unlocked.
