@@ -22,7 +22,6 @@ using detail::DmaRegion;
 using detail::PinnedRange;
 using detail::Revocation;
 
-constexpr uint32_t kProtMask = kProtRead | kProtWrite;
 // After the listeners return, how long an unmap waits for pins released by
 // another thread before the next round (devices that unpin asynchronously).
 constexpr auto kUnpinGrace = std::chrono::milliseconds(1);

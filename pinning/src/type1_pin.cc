@@ -18,7 +18,6 @@ using detail::DmaRegion;
 using detail::PageRuns;
 using detail::PinTarget;
 
-constexpr uint32_t kProtMask = kProtRead | kProtWrite;
 
 }  // namespace
 

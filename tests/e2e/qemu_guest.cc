@@ -19,6 +19,7 @@
 #include <fstream>
 #include <utility>
 
+#include "e2e/harness_util.h"
 #include "e2e/qemu_qtest.h"
 
 namespace umdev::test {
@@ -27,18 +28,9 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kQemuInRoot = "/usr/bin/qemu-system-x86_64";
-
-int RemainingMs(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
-}
-
-std::string DescribeStatus(int status) {
-  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
-  return fmt::format("wait status {:#x}", status);
-}
+using detail::DescribeStatus;
+using detail::kQemuInRoot;
+using detail::RemainingMs;
 
 // Forks a child chrooted into |root| running |argv| with stdin on |in_fd|,
 // stdout on |out_fd| and stderr on |err_fd|; it dies with the test.

@@ -1,5 +1,7 @@
 #include "qemu_qtest.h"
 
+#include "e2e/harness_util.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
@@ -27,22 +29,15 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kQemuInRoot = "/usr/bin/qemu-system-x86_64";
+using detail::DescribeStatus;
+using detail::kQemuInRoot;
+using detail::RemainingMs;
+
 // Keeps each qtest line (hex doubles the size) far below what QEMU buffers comfortably.
 constexpr size_t kMaxChunk = 32 * 1024;
 // After QEMU closed its end, how long to wait for it to become reapable.
 constexpr std::chrono::milliseconds kExitGrace{2000};
 
-int RemainingMs(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
-}
-
-std::string DescribeStatus(int status) {
-  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
-  return fmt::format("wait status {:#x}", status);
-}
 
 Result<uint64_t> ParseHexValue(std::string_view text) {
   if (text.starts_with("0x")) text.remove_prefix(2);

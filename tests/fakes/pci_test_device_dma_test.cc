@@ -9,7 +9,6 @@ namespace {
 using namespace pci_test;       // NOLINT: the register map is these tests' vocabulary.
 using namespace pci_test_util;  // NOLINT
 
-constexpr uint32_t kBar0 = VFIO_PCI_BAR0_REGION_INDEX;
 constexpr uint64_t kGuest = FakeDma::kGuestBase + 0x100;
 
 std::vector<std::byte> Pattern(size_t size, uint8_t seed) {

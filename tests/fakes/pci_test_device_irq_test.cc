@@ -147,7 +147,6 @@ TEST(PciTestDeviceIrqTest, MsixDeliveryMaskingAndPba) {
   SetReg(*d, kRegIrqRaise, 7);
   EXPECT_EQ(efds[3].Take(), 0u);
   EXPECT_EQ(efds[7].Take(), 1u);
-  const uint32_t kBar2 = VFIO_PCI_BAR2_REGION_INDEX;
   EXPECT_EQ(ReadN(*d, kBar2, kMsixPbaOffset, 8), uint64_t{1} << 3);
   EXPECT_EQ(ReadN(*d, kBar2, kMsixPbaOffset, 1), 1u << 3);  // Narrow reads too.
   EXPECT_EQ(ReadN(*d, kBar2, kMsixPbaOffset + 8, 8), 0u);

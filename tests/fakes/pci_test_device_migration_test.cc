@@ -11,9 +11,6 @@ namespace {
 using namespace pci_test;       // NOLINT: the register map is these tests' vocabulary.
 using namespace pci_test_util;  // NOLINT
 
-constexpr uint32_t kBar0 = VFIO_PCI_BAR0_REGION_INDEX;
-constexpr uint32_t kBar1 = VFIO_PCI_BAR1_REGION_INDEX;
-constexpr uint32_t kBar3 = VFIO_PCI_BAR3_REGION_INDEX;
 constexpr auto kRunning = VFIO_DEVICE_STATE_RUNNING;
 constexpr auto kStop = VFIO_DEVICE_STATE_STOP;
 constexpr auto kStopCopy = VFIO_DEVICE_STATE_STOP_COPY;
@@ -165,7 +162,7 @@ TEST(PciTestDeviceMigrationTest, MalformedStreamsAreEinval) {
   const auto good = Save(*source);
   auto corrupt = [&](size_t offset) {
     auto s = good;
-    s[offset] ^= std::byte{0xff};
+    s.at(offset) ^= std::byte{0xff};  // at(): the stream is never short here.
     return s;
   };
   const std::vector<std::vector<std::byte>> bad = {

@@ -12,10 +12,6 @@ namespace {
 using namespace pci_test;       // NOLINT: the register map is these tests' vocabulary.
 using namespace pci_test_util;  // NOLINT
 
-constexpr uint32_t kBar0 = VFIO_PCI_BAR0_REGION_INDEX;
-constexpr uint32_t kBar1 = VFIO_PCI_BAR1_REGION_INDEX;
-constexpr uint32_t kBar2 = VFIO_PCI_BAR2_REGION_INDEX;
-constexpr uint32_t kBar3 = VFIO_PCI_BAR3_REGION_INDEX;
 constexpr uint32_t kConfig = VFIO_PCI_CONFIG_REGION_INDEX;
 
 TEST(PciTestDeviceTest, ConfigIdentity) {

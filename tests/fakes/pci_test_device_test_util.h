@@ -18,6 +18,12 @@
 
 namespace umdev::testing::pci_test_util {
 
+// The test device's BARs by region index.
+inline constexpr uint32_t kBar0 = VFIO_PCI_BAR0_REGION_INDEX;
+inline constexpr uint32_t kBar1 = VFIO_PCI_BAR1_REGION_INDEX;
+inline constexpr uint32_t kBar2 = VFIO_PCI_BAR2_REGION_INDEX;
+inline constexpr uint32_t kBar3 = VFIO_PCI_BAR3_REGION_INDEX;
+
 // Guest memory [kGuestBase, kGuestBase + kGuestSize); anything else is EFAULT.
 // A test may hold transfers at a gate to watch the device while one is busy.
 // Thread-safe.

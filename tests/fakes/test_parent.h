@@ -11,10 +11,15 @@
 
 #include "fakes/fake_migration.h"
 #include "umdev/common/mutex.h"
+#include "umdev/common/uuid.h"
 #include "umdev/mdev_core/dma_access.h"
 #include "umdev/mdev_core/parent_driver.h"
 
 namespace umdev::testing {
+
+// Two instance UUIDs the core's tests create devices under.
+inline const Uuid kUuid1 = Uuid::Parse("11111111-1111-4111-8111-111111111111").value();
+inline const Uuid kUuid2 = Uuid::Parse("22222222-2222-4222-8222-222222222222").value();
 
 // What a TestDevice offers beyond the basics.
 struct TestDeviceFeatures {

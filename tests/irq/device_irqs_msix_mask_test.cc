@@ -13,8 +13,6 @@ namespace {
 
 using namespace testutil;  // NOLINT: the helpers are these tests' vocabulary.
 
-constexpr IrqCounts kCounts{.intx = 1, .msi = 4, .msix = 8, .err = 1, .req = 1};
-
 // Eight eventfds assigned to MSI-X vectors 0..7, which enables MSI-X.
 struct MsixVectors {
   explicit MsixVectors(DeviceIrqs& irqs) {

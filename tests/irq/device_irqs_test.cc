@@ -15,8 +15,6 @@ namespace {
 
 using namespace testutil;  // NOLINT: the helpers are these tests' vocabulary.
 
-constexpr IrqCounts kCounts{.intx = 1, .msi = 4, .msix = 8, .err = 1, .req = 1};
-
 TEST(DeviceIrqsTest, Info) {
   DeviceIrqs irqs(kCounts);
   EXPECT_EQ(irqs.Info(kIntx).flags,

@@ -16,6 +16,9 @@
 
 namespace umdev::irq::testutil {
 
+// The vectors of the device the tests build: one INTx, 4 MSI, 8 MSI-X.
+inline constexpr IrqCounts kCounts{.intx = 1, .msi = 4, .msix = 8, .err = 1, .req = 1};
+
 inline constexpr uint32_t kIntx = VFIO_PCI_INTX_IRQ_INDEX;
 inline constexpr uint32_t kMsi = VFIO_PCI_MSI_IRQ_INDEX;
 inline constexpr uint32_t kMsix = VFIO_PCI_MSIX_IRQ_INDEX;

@@ -14,7 +14,7 @@ namespace {
 
 // One letter per state, in enum order (ERROR .. PRE_COPY_P2P).
 constexpr std::string_view kLetters = "ESRCMPpq";
-constexpr uint64_t kStopCopy = VFIO_MIGRATION_STOP_COPY;
+constexpr uint64_t kStopCopyFlag = VFIO_MIGRATION_STOP_COPY;
 constexpr uint64_t kP2P = VFIO_MIGRATION_P2P;
 constexpr uint64_t kPreCopy = kVfioMigrationPreCopy;
 
@@ -38,7 +38,7 @@ struct FlagCase {
 // p PRE_COPY, q PRE_COPY_P2P.
 const FlagCase kCases[] = {
     {"StopCopy",
-     kStopCopy,
+     kStopCopyFlag,
      {"S>M", "M>S", "S>C", "C>S", "R>S", "S>R"},
      {"--------",  // ERROR: left only by reset.
       "-SRCM---",  // STOP
@@ -47,7 +47,7 @@ const FlagCase kCases[] = {
       "-SSSM---",  // RESUMING
       "--------", "--------", "--------"}},
     {"StopCopyP2P",
-     kStopCopy | kP2P,
+     kStopCopyFlag | kP2P,
      {"S>M", "M>S", "S>C", "C>S", "R>P", "P>R", "P>S", "S>P"},
      {"--------",  // ERROR
       "-SPCMP--",  // STOP
@@ -57,7 +57,7 @@ const FlagCase kCases[] = {
       "-SRSSP--",  // RUNNING_P2P
       "--------", "--------"}},
     {"StopCopyPreCopy",
-     kStopCopy | kPreCopy,
+     kStopCopyFlag | kPreCopy,
      {"S>M", "M>S", "S>C", "C>S", "R>S", "S>R", "R>p", "p>R", "p>C"},
      {"--------",  // ERROR
       "-SRCM-R-",  // STOP
@@ -68,7 +68,7 @@ const FlagCase kCases[] = {
       "-RRCR-p-",  // PRE_COPY
       "--------"}},
     {"All",
-     kStopCopy | kP2P | kPreCopy,
+     kStopCopyFlag | kP2P | kPreCopy,
      {"S>M", "M>S", "S>C", "C>S", "R>P", "P>R", "P>S", "S>P", "R>p", "p>R", "p>q", "q>p", "q>P",
       "P>q", "q>C"},
      {"--------",  // ERROR
@@ -161,7 +161,7 @@ TEST(MigrationFsm, WithoutStopCopyNothingIsSupported) {
 }
 
 TEST(MigrationFsm, UnknownFlagBitsAreIgnored) {
-  const uint64_t flags = kStopCopy | (uint64_t{1} << 40);
+  const uint64_t flags = kStopCopyFlag | (uint64_t{1} << 40);
   EXPECT_EQ(NextMigrationState(flags, VFIO_DEVICE_STATE_RUNNING, VFIO_DEVICE_STATE_STOP_COPY)
                 .value(),
             VFIO_DEVICE_STATE_STOP);

@@ -12,8 +12,8 @@
 
 namespace umdev::testing {
 
-inline const Uuid kMigUuid1 = Uuid::Parse("11111111-1111-4111-8111-111111111111").value();
-inline const Uuid kMigUuid2 = Uuid::Parse("22222222-2222-4222-8222-222222222222").value();
+inline const Uuid& kMigUuid1 = kUuid1;
+inline const Uuid& kMigUuid2 = kUuid2;
 
 // Two devices (kMigUuid1, kMigUuid2) of a parent with |features|, each
 // opened in its own container on demand.

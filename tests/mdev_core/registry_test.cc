@@ -20,8 +20,8 @@ using ::umdev::testing::FakeIommuDriver;
 using ::umdev::testing::TestParentDriver;
 using namespace std::chrono_literals;
 
-const Uuid kUuid1 = Uuid::Parse("11111111-1111-4111-8111-111111111111").value();
-const Uuid kUuid2 = Uuid::Parse("22222222-2222-4222-8222-222222222222").value();
+using testing::kUuid1;
+using testing::kUuid2;
 const Uuid kUuid3 = Uuid::Parse("33333333-3333-4333-8333-333333333333").value();
 
 class RegistryTest : public ::testing::Test {

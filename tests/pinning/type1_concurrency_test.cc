@@ -12,7 +12,6 @@
 namespace umdev::pinning::testing {
 namespace {
 
-constexpr uint64_t kTwoPages = 2 * kPageSize;
 // Enough remaps for copies to hit every phase of an unmap, yet a few hundred
 // milliseconds under TSan.
 constexpr int kRemaps = 1500;

@@ -16,9 +16,7 @@ using ::testing::Each;
 using ::testing::IsEmpty;
 using Access = FakeChannel::Access;
 
-constexpr uint64_t kTwoPages = 2 * kPageSize;
 constexpr uint64_t kFdlessIova = 0x40000000;  // Far from kIova.
-constexpr auto kHangTimeout = std::chrono::seconds(5);
 
 TEST_F(Type1Test, DmaWriteLandsInGuestMemoryAtTheMappingsOffset) {
   ASSERT_TRUE(backend().Map(memory_.Request(kIova, kTwoPages, kProtRw, kTwoPages)).has_value());

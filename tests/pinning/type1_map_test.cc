@@ -9,7 +9,6 @@
 namespace umdev::pinning::testing {
 namespace {
 
-constexpr uint64_t kTwoPages = 2 * kPageSize;
 
 TEST_F(Type1Test, MapAndUnmapExactRangeReturnsItsBytes) {
   ASSERT_TRUE(backend().Map(memory_.Request(kIova, kTwoPages)).has_value());

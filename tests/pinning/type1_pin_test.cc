@@ -12,7 +12,6 @@ namespace {
 
 using ::testing::SizeIs;
 
-constexpr uint64_t kFourPages = 4 * kPageSize;
 
 // VmLck of this process in bytes: what mlock() really holds.
 uint64_t ProcessLockedBytes() {

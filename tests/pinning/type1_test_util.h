@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -25,6 +26,11 @@ namespace umdev::pinning::testing {
 
 inline constexpr uint64_t kIova = 0x100000;  // Arbitrary, page aligned, not 0.
 inline constexpr uint32_t kProtRw = kProtRead | kProtWrite;
+inline constexpr uint64_t kTwoPages = 2 * kPageSize;
+inline constexpr uint64_t kFourPages = 4 * kPageSize;
+// How long a test waits for something that must not hang before it fails:
+// long enough that a wrongly blocking call is not mistaken for a slow one.
+inline constexpr auto kHangTimeout = std::chrono::seconds(5);
 
 // Guest RAM: a memfd of |pages| pages that every test mapping is carved from.
 class GuestMemory {

@@ -18,10 +18,6 @@ using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using Call = RecordingListener::Call;
 
-constexpr uint64_t kFourPages = 4 * kPageSize;
-// Long enough that a wrongly blocking call is not mistaken for a slow one.
-constexpr auto kHangTimeout = std::chrono::seconds(5);
-
 class Type1UnmapTest : public Type1Test {
  protected:
   void SetUp() override {

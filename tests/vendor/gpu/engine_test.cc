@@ -20,11 +20,11 @@
 namespace umdev::vendor::gpu {
 namespace {
 
+using testing::kEngineSliceBytes;
 using testing::ReadWords;
 using testing::WriteWords;
 
 constexpr uint64_t kCapacity = 8 << 20;
-constexpr uint64_t kSliceBytes = 64 << 10;
 constexpr uint32_t kSentinel = 0x5a5a5a5a;
 
 class EngineTest : public ::testing::TestWithParam<EngineKind> {
@@ -42,7 +42,7 @@ class EngineTest : public ::testing::TestWithParam<EngineKind> {
       ASSERT_TRUE(engine.has_value()) << engine.error().Describe();
       engine_ = *engine;
     }
-    auto slice = engine_->CreateSlice(kSliceBytes);
+    auto slice = engine_->CreateSlice(kEngineSliceBytes);
     ASSERT_TRUE(slice.has_value()) << slice.error().Describe();
     slice_ = std::move(*slice);
   }
@@ -50,10 +50,10 @@ class EngineTest : public ::testing::TestWithParam<EngineKind> {
   // Fills the whole slice with kSentinel, so a refused command can be shown
   // to have written nothing.
   void Poison() {
-    ASSERT_TRUE(slice_->Fill(0, kSliceBytes, kSentinel).has_value());
+    ASSERT_TRUE(slice_->Fill(0, kEngineSliceBytes, kSentinel).has_value());
   }
   void ExpectPoisoned() {
-    const auto words = ReadWords(*slice_, 0, kSliceBytes / 4);
+    const auto words = ReadWords(*slice_, 0, kEngineSliceBytes / 4);
     for (size_t i = 0; i < words.size(); ++i) {
       ASSERT_EQ(words[i], kSentinel) << "word " << i << " changed";
     }
@@ -82,12 +82,12 @@ TEST_P(EngineTest, ReportsKindNameAndCapacity) {
   EXPECT_EQ(engine_->kind(), GetParam());
   EXPECT_FALSE(engine_->name().empty());
   EXPECT_EQ(engine_->memory_capacity(), kCapacity);
-  EXPECT_EQ(engine_->memory_allocated(), kSliceBytes);
-  EXPECT_EQ(slice_->size(), kSliceBytes);
+  EXPECT_EQ(engine_->memory_allocated(), kEngineSliceBytes);
+  EXPECT_EQ(slice_->size(), kEngineSliceBytes);
 }
 
 TEST_P(EngineTest, NewSliceIsZeroed) {
-  for (uint32_t word : ReadWords(*slice_, 0, kSliceBytes / 4)) ASSERT_EQ(word, 0u);
+  for (uint32_t word : ReadWords(*slice_, 0, kEngineSliceBytes / 4)) ASSERT_EQ(word, 0u);
 }
 
 TEST_P(EngineTest, WriteThenReadRoundTrips) {
@@ -95,7 +95,7 @@ TEST_P(EngineTest, WriteThenReadRoundTrips) {
   EXPECT_EQ(ReadWords(*slice_, 100, 4), (std::vector<uint32_t>{1, 2, 3, 0xdeadbeef}));
   // Unaligned host access is allowed: it is the guest's BAR2 path.
   std::byte one{0x7f};
-  ASSERT_TRUE(slice_->Write(kSliceBytes - 1, std::span(&one, 1)).has_value());
+  ASSERT_TRUE(slice_->Write(kEngineSliceBytes - 1, std::span(&one, 1)).has_value());
 }
 
 TEST_P(EngineTest, FillWritesThePatternAndNothingElse) {
@@ -162,16 +162,16 @@ TEST_P(EngineTest, ReductionGivesTheKnownSum) {
 
 TEST_P(EngineTest, HostAccessOutsideTheSliceIsEFAULT) {
   std::vector<std::byte> buffer(16);
-  ExpectError(slice_->Write(kSliceBytes - 8, buffer), EFAULT);
-  ExpectError(slice_->Read(kSliceBytes - 8, buffer), EFAULT);
-  ExpectError(slice_->Read(kSliceBytes + 1, std::span(buffer).first(0)), EFAULT);
+  ExpectError(slice_->Write(kEngineSliceBytes - 8, buffer), EFAULT);
+  ExpectError(slice_->Read(kEngineSliceBytes - 8, buffer), EFAULT);
+  ExpectError(slice_->Read(kEngineSliceBytes + 1, std::span(buffer).first(0)), EFAULT);
   ExpectError(slice_->Write(UINT64_MAX - 4, buffer), EFAULT);  // offset + size overflows
 }
 
 TEST_P(EngineTest, BadCopiesAreRefusedAndWriteNothing) {
   Poison();
-  ExpectError(slice_->Copy(0, kSliceBytes - 4, 8), EFAULT);
-  ExpectError(slice_->Copy(kSliceBytes - 4, 0, 8), EFAULT);
+  ExpectError(slice_->Copy(0, kEngineSliceBytes - 4, 8), EFAULT);
+  ExpectError(slice_->Copy(kEngineSliceBytes - 4, 0, 8), EFAULT);
   ExpectError(slice_->Copy(0, UINT64_MAX - 3, 8), EFAULT);
   ExpectError(slice_->Copy(16, 0, UINT64_MAX), EFAULT);
   ExpectError(slice_->Copy(16, 0, 32), EINVAL);  // overlap
@@ -181,7 +181,7 @@ TEST_P(EngineTest, BadCopiesAreRefusedAndWriteNothing) {
 
 TEST_P(EngineTest, BadFillsAreRefusedAndWriteNothing) {
   Poison();
-  ExpectError(slice_->Fill(kSliceBytes - 4, 8, 0), EFAULT);
+  ExpectError(slice_->Fill(kEngineSliceBytes - 4, 8, 0), EFAULT);
   ExpectError(slice_->Fill(UINT64_MAX - 3, 8, 0), EFAULT);
   ExpectError(slice_->Fill(2, 8, 0), EINVAL);
   ExpectError(slice_->Fill(0, 6, 0), EINVAL);
@@ -199,7 +199,7 @@ TEST_P(EngineTest, BadDispatchesAreRefusedAndWriteNothing) {
     change(c);
     return slice_->Dispatch(c);
   };
-  ExpectError(with([](auto& c) { c.bindings[2].offset = kSliceBytes - 128; }), EFAULT);
+  ExpectError(with([](auto& c) { c.bindings[2].offset = kEngineSliceBytes - 128; }), EFAULT);
   ExpectError(with([](auto& c) { c.bindings[2].offset = UINT64_MAX - 3; }), EFAULT);
   ExpectError(with([](auto& c) { c.bindings[2].size = UINT64_MAX & ~uint64_t{3}; }), EFAULT);
   ExpectError(with([](auto& c) { c.bindings[2].offset = 514; }), EINVAL);
@@ -219,22 +219,22 @@ TEST_P(EngineTest, BadDispatchesAreRefusedAndWriteNothing) {
 }
 
 TEST_P(EngineTest, SlicesAreAccountedAndIsolated) {
-  auto other = engine_->CreateSlice(kSliceBytes);
+  auto other = engine_->CreateSlice(kEngineSliceBytes);
   ASSERT_TRUE(other.has_value()) << other.error().Describe();
-  EXPECT_EQ(engine_->memory_allocated(), 2 * kSliceBytes);
+  EXPECT_EQ(engine_->memory_allocated(), 2 * kEngineSliceBytes);
   Poison();
-  for (uint32_t word : ReadWords(**other, 0, kSliceBytes / 4)) ASSERT_EQ(word, 0u);
-  ASSERT_TRUE((*other)->Fill(0, kSliceBytes, 1).has_value());
+  for (uint32_t word : ReadWords(**other, 0, kEngineSliceBytes / 4)) ASSERT_EQ(word, 0u);
+  ASSERT_TRUE((*other)->Fill(0, kEngineSliceBytes, 1).has_value());
   ExpectPoisoned();
   other->reset();
-  EXPECT_EQ(engine_->memory_allocated(), kSliceBytes);
+  EXPECT_EQ(engine_->memory_allocated(), kEngineSliceBytes);
 }
 
 TEST_P(EngineTest, CapacityIsEnforced) {
-  auto too_big = engine_->CreateSlice(kCapacity);  // kSliceBytes are taken already
+  auto too_big = engine_->CreateSlice(kCapacity);  // kEngineSliceBytes are taken already
   ASSERT_FALSE(too_big.has_value());
   EXPECT_EQ(too_big.error().code, ENOSPC);
-  auto rest = engine_->CreateSlice(kCapacity - kSliceBytes);
+  auto rest = engine_->CreateSlice(kCapacity - kEngineSliceBytes);
   ASSERT_TRUE(rest.has_value()) << rest.error().Describe();
   auto none_left = engine_->CreateSlice(4);
   ASSERT_FALSE(none_left.has_value());
@@ -263,11 +263,11 @@ TEST_P(EngineTest, MemoryIsSharedThroughItsFd) {
   if (fd < 0) GTEST_SKIP() << "the Vulkan driver cannot import host memory";
   struct stat st {};
   ASSERT_EQ(fstat(fd, &st), 0);
-  ASSERT_GE(static_cast<uint64_t>(st.st_size), kSliceBytes);
+  ASSERT_GE(static_cast<uint64_t>(st.st_size), kEngineSliceBytes);
   // A client's mapping can never be cut short under it (SIGBUS).
   EXPECT_NE(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK, 0);
   EXPECT_NE(ftruncate(fd, 0), 0);
-  auto client = Mapping::Map(fd, 0, kSliceBytes, PROT_READ | PROT_WRITE, MAP_SHARED);
+  auto client = Mapping::Map(fd, 0, kEngineSliceBytes, PROT_READ | PROT_WRITE, MAP_SHARED);
   ASSERT_TRUE(client.has_value()) << client.error().Describe();
   auto* words = reinterpret_cast<uint32_t*>(client->data());
 

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "umdev/common/mapping.h"
 #include "umdev/common/mutex.h"
 #include "umdev/mdev_core/irq_set.h"
+#include "umdev/mdev_core/parent_driver.h"
 #include "umdev/pinning/type1_backend.h"
 #include "umdev/vendor/gpu/direct_runner.h"
 #include "umdev/vendor/gpu/gpu_device.h"
@@ -240,6 +243,34 @@ class GpuDeviceFixture : public ::testing::TestWithParam<EngineKind> {
 
 inline std::string EngineName(const ::testing::TestParamInfo<EngineKind>& info) {
   return info.param == EngineKind::kVulkan ? "Vulkan" : "Cpu";
+}
+
+// Probe() only keeps the DmaAccess; tests that never open a device pass this.
+class NoDma final : public DmaAccess {
+ public:
+  Result<std::vector<void*>> PinPages(uint64_t, int, uint32_t) override {
+    return Fail(EINVAL, "not open");
+  }
+  void UnpinPages(uint64_t, int) override {}
+  Result<void> DmaRead(uint64_t, std::span<std::byte>) override { return Fail(EINVAL, "not open"); }
+  Result<void> DmaWrite(uint64_t, std::span<const std::byte>) override {
+    return Fail(EINVAL, "not open");
+  }
+};
+
+// |parent|'s type |name| (a test failure and an empty spec when it has none).
+inline MdevTypeSpec TypeNamed(const ParentDriver& parent, const std::string& name) {
+  for (const MdevTypeSpec& t : parent.types()) {
+    if (t.sysfs_name == name) return t;
+  }
+  ADD_FAILURE() << "no type " << name;
+  return {};
+}
+
+// An instance of type |type| created through Probe(), as the core does.
+inline Result<std::unique_ptr<DeviceOps>> Create(ParentDriver& parent, const std::string& type,
+                                                 DmaAccess& dma) {
+  return parent.Probe(ProbeContext{.type = TypeNamed(parent, type), .uuid = Uuid{}, .dma = dma});
 }
 
 }  // namespace umdev::vendor::gpu::testing

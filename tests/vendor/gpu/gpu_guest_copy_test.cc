@@ -15,7 +15,6 @@
 namespace umdev::vendor::gpu::testing {
 namespace {
 
-constexpr uint64_t kMiB = uint64_t{1} << 20;
 
 // A listener that owns pins but is never asked to drop any (the tests unmap
 // nothing it holds, or drop them through the cache first).

@@ -15,7 +15,6 @@
 namespace umdev::vendor::gpu::testing {
 namespace {
 
-constexpr uint64_t kMiB = uint64_t{1} << 20;
 constexpr uint64_t kBigSlice = 4 * kMiB;
 
 // Counts kicks and runs nothing: the test is the runner. Thread-safe.

@@ -12,18 +12,6 @@
 namespace umdev::vendor::gpu::testing {
 namespace {
 
-class NoDma final : public DmaAccess {
- public:
-  Result<std::vector<void*>> PinPages(uint64_t, int, uint32_t) override {
-    return Fail(EINVAL, "not open");
-  }
-  void UnpinPages(uint64_t, int) override {}
-  Result<void> DmaRead(uint64_t, std::span<std::byte>) override { return Fail(EINVAL, "not open"); }
-  Result<void> DmaWrite(uint64_t, std::span<const std::byte>) override {
-    return Fail(EINVAL, "not open");
-  }
-};
-
 class IdleQueue final : public CommandQueue {
  public:
   std::optional<CommandCost> RunOne() override { return std::nullopt; }
@@ -53,20 +41,7 @@ class FakeRunner final : public QueueRunner {
   std::atomic<int> live{0};
 };
 
-constexpr uint64_t kParentMemory = 16 << 20;
-
-MdevTypeSpec TypeNamed(const ParentDriver& parent, const std::string& name) {
-  for (const MdevTypeSpec& t : parent.types()) {
-    if (t.sysfs_name == name) return t;
-  }
-  ADD_FAILURE() << "no type " << name;
-  return {};
-}
-
-Result<std::unique_ptr<DeviceOps>> Create(ParentDriver& parent, const std::string& type,
-                                          DmaAccess& dma) {
-  return parent.Probe(ProbeContext{.type = TypeNamed(parent, type), .uuid = Uuid{}, .dma = dma});
-}
+constexpr uint64_t kSchedulerParentMemory = 16 << 20;
 
 const Scheduler& SchedulerOf(const GpuParent& parent) {
   auto* runner = dynamic_cast<SchedulerRunner*>(parent.runner().get());
@@ -76,7 +51,7 @@ const Scheduler& SchedulerOf(const GpuParent& parent) {
 
 std::shared_ptr<GpuParent> CpuParentWith(SchedulerOptions scheduler) {
   auto parent = GpuParent::Create({.parent_name = "gpu-cpu", .engine = EngineKind::kCpu,
-                                   .memory = kParentMemory, .scheduler = std::move(scheduler)});
+                                   .memory = kSchedulerParentMemory, .scheduler = std::move(scheduler)});
   EXPECT_TRUE(parent.has_value()) << parent.error().Describe();
   return parent.value_or(nullptr);
 }
@@ -110,10 +85,10 @@ TEST(GpuParentSchedulerTest, EveryPolicyAttachesEachInstance) {
 TEST(GpuParentSchedulerTest, ARefusedAttachFailsTheCreateAndReturnsTheBudget) {
   auto runner = std::make_shared<FakeRunner>();
   runner->error = ENOSPC;
-  auto engine = CreateCpuEngine({.memory_limit = kParentMemory});
+  auto engine = CreateCpuEngine({.memory_limit = kSchedulerParentMemory});
   ASSERT_TRUE(engine.has_value());
   auto parent = GpuParent::Create(
-      {.parent_name = "gpu-cpu", .engine = EngineKind::kCpu, .memory = kParentMemory},
+      {.parent_name = "gpu-cpu", .engine = EngineKind::kCpu, .memory = kSchedulerParentMemory},
       std::shared_ptr<Engine>(std::move(*engine)), runner);
   ASSERT_TRUE(parent.has_value()) << parent.error().Describe();
   NoDma dma;
@@ -146,10 +121,10 @@ TEST(GpuParentSchedulerTest, FixedSharesPastTheWholeDeviceAreRefused) {
 
 TEST(GpuParentSchedulerTest, SchedulerCountersAreDeviceAttributes) {
   auto runner = std::make_shared<FakeRunner>();
-  auto engine = CreateCpuEngine({.memory_limit = kParentMemory});
+  auto engine = CreateCpuEngine({.memory_limit = kSchedulerParentMemory});
   ASSERT_TRUE(engine.has_value());
   auto parent = GpuParent::Create(
-      {.parent_name = "gpu-cpu", .engine = EngineKind::kCpu, .memory = kParentMemory},
+      {.parent_name = "gpu-cpu", .engine = EngineKind::kCpu, .memory = kSchedulerParentMemory},
       std::shared_ptr<Engine>(std::move(*engine)), runner);
   ASSERT_TRUE(parent.has_value());
   NoDma dma;

@@ -8,19 +8,6 @@
 namespace umdev::vendor::gpu::testing {
 namespace {
 
-// Probe() only keeps the DmaAccess; these tests never open the device.
-class NoDma final : public DmaAccess {
- public:
-  Result<std::vector<void*>> PinPages(uint64_t, int, uint32_t) override {
-    return Fail(EINVAL, "not open");
-  }
-  void UnpinPages(uint64_t, int) override {}
-  Result<void> DmaRead(uint64_t, std::span<std::byte>) override { return Fail(EINVAL, "not open"); }
-  Result<void> DmaWrite(uint64_t, std::span<const std::byte>) override {
-    return Fail(EINVAL, "not open");
-  }
-};
-
 constexpr uint64_t kParentMemory = 64 << 20;
 
 std::shared_ptr<GpuParent> CpuParent(Placement placement = Placement::kHeterogeneous) {
@@ -28,20 +15,6 @@ std::shared_ptr<GpuParent> CpuParent(Placement placement = Placement::kHeterogen
                                    .memory = kParentMemory, .placement = placement});
   EXPECT_TRUE(parent.has_value()) << parent.error().Describe();
   return parent.value_or(nullptr);
-}
-
-MdevTypeSpec TypeNamed(const GpuParent& parent, const std::string& name) {
-  for (const MdevTypeSpec& t : parent.types()) {
-    if (t.sysfs_name == name) return t;
-  }
-  ADD_FAILURE() << "no type " << name;
-  return {};
-}
-
-Result<std::unique_ptr<DeviceOps>> Create(GpuParent& parent, const std::string& type,
-                                          DmaAccess& dma) {
-  const MdevTypeSpec spec = TypeNamed(parent, type);
-  return parent.Probe(ProbeContext{.type = spec, .uuid = Uuid{}, .dma = dma});
 }
 
 TEST(GpuParentTest, TypesAreFractionsWithTheirMemoryAndShare) {

@@ -14,6 +14,10 @@
 
 namespace umdev::vendor::gpu::testing {
 
+// The slice the engine tests create: room for a few buffers of test data.
+inline constexpr uint64_t kEngineSliceBytes = 64 << 10;
+inline constexpr uint64_t kMiB = uint64_t{1} << 20;
+
 // The loader index of Mesa's llvmpipe (what CI computes on), or of the first
 // device when there is no llvmpipe; -1 when the loader offers no device.
 inline int PickTestDevice() {

@@ -13,10 +13,10 @@
 namespace umdev::vendor::gpu {
 namespace {
 
+using testing::kEngineSliceBytes;
 using testing::ReadWords;
 using testing::WriteWords;
 
-constexpr uint64_t kSliceBytes = 64 << 10;
 
 class VulkanEngineTest : public ::testing::Test {
  protected:
@@ -26,7 +26,7 @@ class VulkanEngineTest : public ::testing::Test {
     auto engine = CreateVulkanEngine({.device_index = static_cast<uint32_t>(index)});
     ASSERT_TRUE(engine.has_value()) << engine.error().Describe();
     engine_ = *engine;
-    auto slice = engine_->CreateSlice(kSliceBytes);
+    auto slice = engine_->CreateSlice(kEngineSliceBytes);
     ASSERT_TRUE(slice.has_value()) << slice.error().Describe();
     slice_ = std::move(*slice);
   }
@@ -53,7 +53,7 @@ class VulkanEngineTest : public ::testing::Test {
 };
 
 TEST_F(VulkanEngineTest, UsesTheWholeHeapByDefault) {
-  EXPECT_GT(engine_->memory_capacity(), kSliceBytes);
+  EXPECT_GT(engine_->memory_capacity(), kEngineSliceBytes);
   EXPECT_EQ(engine_->kind(), EngineKind::kVulkan);
 }
 
@@ -101,16 +101,16 @@ TEST_F(VulkanEngineTest, RefusesOffsetsBelowTheDeviceAlignment) {
 }
 
 TEST_F(VulkanEngineTest, KernelIndexingPastItsBindingCannotReachAnotherSlice) {
-  auto other = engine_->CreateSlice(kSliceBytes);
+  auto other = engine_->CreateSlice(kEngineSliceBytes);
   ASSERT_TRUE(other.has_value()) << other.error().Describe();
-  ASSERT_TRUE((*other)->Fill(0, kSliceBytes, 0x77777777).has_value());
+  ASSERT_TRUE((*other)->Fill(0, kEngineSliceBytes, 0x77777777).has_value());
   // count far beyond the 1 KiB bindings: robust buffer access keeps the
   // stray loads and stores inside this slice's own buffer.
   const uint32_t count = 64 * 1024;
   DispatchCommand command = VectorAdd(count);
   command.groups_x = count / 64;
   ASSERT_TRUE(slice_->Dispatch(command).has_value());
-  for (uint32_t word : ReadWords(**other, 0, kSliceBytes / 4)) ASSERT_EQ(word, 0x77777777u);
+  for (uint32_t word : ReadWords(**other, 0, kEngineSliceBytes / 4)) ASSERT_EQ(word, 0x77777777u);
 }
 
 TEST_F(VulkanEngineTest, SlicesRunFromSeveralThreadsAtOnce) {
@@ -119,7 +119,7 @@ TEST_F(VulkanEngineTest, SlicesRunFromSeveralThreadsAtOnce) {
   const DispatchCommand add = VectorAdd(kCount);  // built before the threads share it
   std::vector<std::unique_ptr<Slice>> slices;
   for (int t = 0; t < kThreads; ++t) {
-    auto slice = engine_->CreateSlice(kSliceBytes);
+    auto slice = engine_->CreateSlice(kEngineSliceBytes);
     ASSERT_TRUE(slice.has_value()) << slice.error().Describe();
     slices.push_back(std::move(*slice));
   }

@@ -15,11 +15,11 @@
 namespace umdev::vendor::gpu {
 namespace {
 
+using testing::kEngineSliceBytes;
 using testing::ReadWords;
 using testing::RunCheckedVectorAdd;
 using testing::WriteWords;
 
-constexpr uint64_t kSliceBytes = 64 << 10;
 constexpr uint32_t kPattern = 0xc0ffee00u;
 constexpr uint32_t kOpTypeVoid = 19;
 constexpr uint32_t kOpIAdd = 128;
@@ -41,10 +41,10 @@ class VulkanValidationTest : public ::testing::Test {
     auto engine = CreateVulkanEngine({.device_index = static_cast<uint32_t>(index)});
     ASSERT_TRUE(engine.has_value()) << engine.error().Describe();
     engine_ = *engine;
-    auto slice = engine_->CreateSlice(kSliceBytes);
+    auto slice = engine_->CreateSlice(kEngineSliceBytes);
     ASSERT_TRUE(slice.has_value()) << slice.error().Describe();
     slice_ = std::move(*slice);
-    WriteWords(*slice_, 0, std::vector<uint32_t>(kSliceBytes / 4, kPattern));
+    WriteWords(*slice_, 0, std::vector<uint32_t>(kEngineSliceBytes / 4, kPattern));
   }
 
   // Refused with EINVAL, |context_part| in the context, the slice untouched.
@@ -54,8 +54,8 @@ class VulkanValidationTest : public ::testing::Test {
     EXPECT_EQ(result.error().code, EINVAL) << result.error().Describe();
     EXPECT_NE(result.error().context.find(context_part), std::string::npos)
         << result.error().context;
-    EXPECT_EQ(ReadWords(*slice_, 0, kSliceBytes / 4),
-              std::vector<uint32_t>(kSliceBytes / 4, kPattern));
+    EXPECT_EQ(ReadWords(*slice_, 0, kEngineSliceBytes / 4),
+              std::vector<uint32_t>(kEngineSliceBytes / 4, kPattern));
   }
 
   testing::PushConstants push_;

@@ -16,12 +16,12 @@
 namespace umdev::vendor::gpu {
 namespace {
 
+using testing::kEngineSliceBytes;
 using testing::ReadWords;
 using testing::RunCheckedVectorAdd;
 using testing::SpinForever;
 using testing::WriteWords;
 
-constexpr uint64_t kSliceBytes = 64 << 10;
 constexpr uint64_t kSpinState = 0;      // the runaway's {flag, counter}
 constexpr uint64_t kVectorAdd = 0x1000;  // a, b, c of the vector adds
 constexpr uint64_t kKept = 0x8000;       // a pattern nothing overwrites
@@ -41,7 +41,7 @@ class VulkanWatchdogTest : public ::testing::Test {
     return engine.value_or(nullptr);
   }
   static std::unique_ptr<Slice> MakeSlice(Engine& engine, uint32_t pattern) {
-    auto slice = engine.CreateSlice(kSliceBytes);
+    auto slice = engine.CreateSlice(kEngineSliceBytes);
     EXPECT_TRUE(slice.has_value()) << slice.error().Describe();
     if (!slice.has_value()) return nullptr;
     WriteWords(**slice, kKept, std::vector<uint32_t>(1024, pattern));
@@ -141,7 +141,7 @@ TEST_F(VulkanWatchdogTest, PastMaxResetsTheEngineIsWedged) {
     ASSERT_FALSE(result.has_value());
     EXPECT_EQ(result.error().code, EIO) << result.error().Describe();
   }
-  auto another = engine->CreateSlice(kSliceBytes);
+  auto another = engine->CreateSlice(kEngineSliceBytes);
   ASSERT_FALSE(another.has_value());
   EXPECT_EQ(another.error().code, EIO);
   // Host access to the memory still works: the guest can save its data.

@@ -14,10 +14,6 @@ namespace {
 using Json = nlohmann::json;
 
 // A device failure in a command's words: "region 9: ..." with the errno.
-std::unexpected<Error> Context(const Error& error, std::string context) {
-  return Fail(error.code, std::move(context));
-}
-
 std::string RegionFlags(uint32_t flags) {
   std::string out;
   const std::pair<uint32_t, const char*> kBits[] = {{VFIO_REGION_INFO_FLAG_READ, "READ"},
@@ -144,7 +140,7 @@ Result<Output> ProbeSession::Dispatch(const std::vector<std::string>& words) {
 
 Result<Output> ProbeSession::Info() {
   auto device = client_.GetDeviceInfo();
-  if (!device.has_value()) return Context(device.error(), "device info");
+  if (!device.has_value()) return FailAs(device.error(), "device info");
   Output output;
   std::string flags;
   if ((device->flags & VFIO_DEVICE_FLAGS_PCI) != 0) flags += " PCI";
@@ -168,7 +164,7 @@ Result<Output> ProbeSession::Info() {
   std::vector<std::byte> config(std::min<uint64_t>(config_size, 4096));
   if (config.empty()) return Fail(ENODEV, "config region: size 0");
   auto read = client_.RegionRead(VFIO_PCI_CONFIG_REGION_INDEX, 0, config);
-  if (!read.has_value()) return Context(read.error(), "config region");
+  if (!read.has_value()) return FailAs(read.error(), "config region");
   config.resize(*read);
   PciDescription pci = DescribePci(config, regions);
   for (const std::string& line : pci.lines) output.text += line + "\n";
@@ -178,7 +174,7 @@ Result<Output> ProbeSession::Info() {
 
 Result<Output> ProbeSession::Regions() {
   auto device = client_.GetDeviceInfo();
-  if (!device.has_value()) return Context(device.error(), "device info");
+  if (!device.has_value()) return FailAs(device.error(), "device info");
   Output output;
   output.json["regions"] = Json::array();
   for (uint32_t i = 0; i < device->num_regions; ++i) {
@@ -215,7 +211,7 @@ Result<Output> ProbeSession::Regions() {
 
 Result<Output> ProbeSession::Irqs() {
   auto device = client_.GetDeviceInfo();
-  if (!device.has_value()) return Context(device.error(), "device info");
+  if (!device.has_value()) return FailAs(device.error(), "device info");
   Output output;
   output.json["irqs"] = Json::array();
   for (uint32_t i = 0; i < device->num_irqs; ++i) {
@@ -252,7 +248,7 @@ Result<Output> ProbeSession::Read(const std::vector<std::string>& words) {
   }
   std::vector<std::byte> data(count);
   auto read = client_.RegionRead(region, offset, data);
-  if (!read.has_value()) return Context(read.error(), fmt::format("region {}", region));
+  if (!read.has_value()) return FailAs(read.error(), fmt::format("region {}", region));
   data.resize(*read);
   Output output;
   output.json = {{"region", region}, {"offset", offset}, {"count", data.size()}};
@@ -293,7 +289,7 @@ Result<Output> ProbeSession::Write(const std::vector<std::string>& words) {
   const auto mode = args.Has("--posted") ? vfio_user::WriteMode::kPosted
                                          : vfio_user::WriteMode::kWait;
   auto written = client_.RegionWrite(region, offset, std::span(data, width), mode);
-  if (!written.has_value()) return Context(written.error(), fmt::format("region {}", region));
+  if (!written.has_value()) return FailAs(written.error(), fmt::format("region {}", region));
   Output output;
   output.json = {{"region", region}, {"offset", offset}, {"width", width}, {"value", value}};
   return output;
@@ -301,7 +297,7 @@ Result<Output> ProbeSession::Write(const std::vector<std::string>& words) {
 
 Result<Output> ProbeSession::Reset() {
   auto reset = client_.Reset();
-  if (!reset.has_value()) return Context(reset.error(), "device reset");
+  if (!reset.has_value()) return FailAs(reset.error(), "device reset");
   return Output{};
 }
 

@@ -16,10 +16,6 @@
 namespace umdev::probe {
 namespace {
 
-std::unexpected<Error> Context(const Error& error, std::string context) {
-  return Fail(error.code, std::move(context));
-}
-
 // Not in older kernel headers (added with PRE_COPY support in Linux 6.2).
 constexpr uint32_t kStatePreCopy = 6;
 
@@ -32,7 +28,7 @@ std::string StateName(uint32_t state) {
 
 Result<void> SetState(vfio_user::Client& client, uint32_t state) {
   auto set = client.SetMigrationState(state);
-  if (!set.has_value()) return Context(set.error(), "migration state " + StateName(state));
+  if (!set.has_value()) return FailAs(set.error(), "migration state " + StateName(state));
   return {};
 }
 
@@ -61,7 +57,7 @@ Result<Output> ProbeSession::MapMemory(const std::vector<std::string>& words) {
   }
   const bool share_fd = !args.Has("--no-fd");
   auto added = client_.AddGuestMemory(iova, size, share_fd);
-  if (!added.has_value()) return Context(added.error(), fmt::format("iova {:#x}", iova));
+  if (!added.has_value()) return FailAs(added.error(), fmt::format("iova {:#x}", iova));
   next_iova_ = std::max(next_iova_, iova + size);
   Output output;
   output.text = fmt::format("guest memory {:#x}-{:#x} ({}), {}\n", iova, iova + size - 1,
@@ -77,7 +73,7 @@ Result<Output> ProbeSession::MemRead(const std::vector<std::string>& words) {
   if (length == 0 || length > (64u << 20)) return Fail(EINVAL, fmt::format("bad LEN {}", length));
   std::vector<std::byte> data(length);
   auto read = client_.ReadGuestMemory(iova, data);
-  if (!read.has_value()) return Context(read.error(), fmt::format("iova {:#x}", iova));
+  if (!read.has_value()) return FailAs(read.error(), fmt::format("iova {:#x}", iova));
   Output output;
   output.text = HexDump(iova, data);
   output.json = {{"iova", iova}, {"data", HexString(data)}};
@@ -89,7 +85,7 @@ Result<Output> ProbeSession::MemWrite(const std::vector<std::string>& words) {
   UMDEV_ASSIGN_OR_RETURN(uint64_t iova, ParseNumber(args.positional[0], "IOVA"));
   UMDEV_ASSIGN_OR_RETURN(std::vector<std::byte> data, ParseHex(args.positional[1]));
   auto written = client_.WriteGuestMemory(iova, data);
-  if (!written.has_value()) return Context(written.error(), fmt::format("iova {:#x}", iova));
+  if (!written.has_value()) return FailAs(written.error(), fmt::format("iova {:#x}", iova));
   Output output;
   output.json = {{"iova", iova}, {"count", data.size()}};
   return output;
@@ -115,7 +111,7 @@ Result<Output> ProbeSession::ArmIrq(const std::vector<std::string>& words) {
   UMDEV_ASSIGN_OR_RETURN(auto irq, IrqWords(args));
   auto fd = IrqEventfd(irq);
   if (!fd.has_value()) {
-    return Context(fd.error(), fmt::format("irq {} vector {}", irq.first, irq.second));
+    return FailAs(fd.error(), fmt::format("irq {} vector {}", irq.first, irq.second));
   }
   Output output;
   output.json = {{"index", irq.first}, {"vector", irq.second}};
@@ -133,7 +129,7 @@ Result<Output> ProbeSession::WaitIrq(const std::vector<std::string>& words) {
   }
   const std::string where = fmt::format("irq {} vector {}", irq.first, irq.second);
   auto fd = IrqEventfd(irq);
-  if (!fd.has_value()) return Context(fd.error(), where);
+  if (!fd.has_value()) return FailAs(fd.error(), where);
   pollfd p{*fd, POLLIN, 0};
   int ready;
   do {
@@ -156,7 +152,7 @@ Result<Output> ProbeSession::UnmaskIrq(const std::vector<std::string>& words) {
   UMDEV_ASSIGN_OR_RETURN(auto irq, IrqWords(args));
   auto unmasked = client_.SetIrqsNone(irq.first, irq.second, 1, VFIO_IRQ_SET_ACTION_UNMASK);
   if (!unmasked.has_value()) {
-    return Context(unmasked.error(), fmt::format("irq {} vector {}", irq.first, irq.second));
+    return FailAs(unmasked.error(), fmt::format("irq {} vector {}", irq.first, irq.second));
   }
   Output output;
   output.json = {{"index", irq.first}, {"vector", irq.second}};
@@ -168,7 +164,7 @@ Result<Output> ProbeSession::UnmaskIrq(const std::vector<std::string>& words) {
 Result<Output> ProbeSession::Save(const std::vector<std::string>& words) {
   UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {}, {}, 1, 1, "save FILE"));
   auto state = client_.GetMigrationState();
-  if (!state.has_value()) return Context(state.error(), "migration state");
+  if (!state.has_value()) return FailAs(state.error(), "migration state");
   const uint32_t original = *state;
   if (original == VFIO_DEVICE_STATE_RUNNING) UMDEV_TRY(SetState(client_, VFIO_DEVICE_STATE_STOP));
   if (original == VFIO_DEVICE_STATE_RUNNING || original == VFIO_DEVICE_STATE_STOP ||
@@ -182,7 +178,7 @@ Result<Output> ProbeSession::Save(const std::vector<std::string>& words) {
   std::vector<std::byte> stream;
   for (;;) {
     auto data = client_.MigDataRead(chunk);
-    if (!data.has_value()) return Context(data.error(), "migration data");
+    if (!data.has_value()) return FailAs(data.error(), "migration data");
     stream.insert(stream.end(), data->begin(), data->end());
     if (data->size() < chunk) break;
   }
@@ -209,7 +205,7 @@ Result<Output> ProbeSession::Resume(const std::vector<std::string>& words) {
   if (!file) return Fail(ENOENT, "cannot read " + path);
   std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   auto state = client_.GetMigrationState();
-  if (!state.has_value()) return Context(state.error(), "migration state");
+  if (!state.has_value()) return FailAs(state.error(), "migration state");
   if (*state == VFIO_DEVICE_STATE_RUNNING) {
     UMDEV_TRY(SetState(client_, VFIO_DEVICE_STATE_STOP));
   } else if (*state != VFIO_DEVICE_STATE_STOP) {
@@ -217,7 +213,7 @@ Result<Output> ProbeSession::Resume(const std::vector<std::string>& words) {
   }
   UMDEV_TRY(SetState(client_, VFIO_DEVICE_STATE_RESUMING));
   auto written = client_.MigDataWrite(std::as_bytes(std::span(bytes)));
-  if (!written.has_value()) return Context(written.error(), "migration data");
+  if (!written.has_value()) return FailAs(written.error(), "migration data");
   UMDEV_TRY(SetState(client_, VFIO_DEVICE_STATE_STOP));
   UMDEV_TRY(SetState(client_, VFIO_DEVICE_STATE_RUNNING));
   Output output;

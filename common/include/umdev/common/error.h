@@ -33,6 +33,12 @@ inline std::unexpected<Error> FailErrno(std::string context) {
   return Fail(saved, std::move(context));
 }
 
+// Fails with |error|'s errno under a new context, where the caller's words
+// say more than the callee's.
+inline std::unexpected<Error> FailAs(const Error& error, std::string context) {
+  return Fail(error.code, std::move(context));
+}
+
 // Prepends |outer| to the context of |error| ("outer: inner").
 Error Wrap(Error error, std::string_view outer);
 

@@ -17,6 +17,8 @@ inline constexpr uint64_t kPageSize = 4096;
 // and VFIO_DMA_MAP_FLAG_WRITE, so wire flags convert without translation.
 inline constexpr uint32_t kProtRead = 1u << 0;
 inline constexpr uint32_t kProtWrite = 1u << 1;
+// Every protection bit a mapping or pin may carry.
+inline constexpr uint32_t kProtMask = kProtRead | kProtWrite;
 
 // One DMA_MAP request: guest memory [iova, iova + size) with rights |prot|.
 struct DmaMapRequest {
