@@ -14,7 +14,15 @@ JOBS ?= $(shell nproc)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_BASEDIR ?= $(CURDIR)
 export CCACHE_NOHASHDIR ?= 1
-CONFIGURE := cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DUMDEV_WERROR=ON
+# Unity builds compile each module's and test's sources in batches, so that
+# the heavy headers (gtest, nlohmann/json, spdlog) are parsed and their
+# templates instantiated once per batch instead of once per file: on a
+# clean machine's 2 cores, compiling dominates `make test`.
+CONFIGURE := cmake -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DUMDEV_WERROR=ON \
+  -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=8
+# Line tables only (-g1): backtraces and sanitizer reports keep file and
+# line, and the optimized builds compile a quarter faster than with -g.
+OPTIMIZED := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
 CTEST := ctest -j$(JOBS) --output-on-failure --timeout 600
 
 # Seconds each fuzz target runs: `make fuzz` (FUZZ_SECONDS) and inside
@@ -33,7 +41,7 @@ setup:
 	bash scripts/setup
 
 build: setup
-	$(CONFIGURE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	$(CONFIGURE) -S . -B build $(OPTIMIZED)
 	cmake --build build -j$(JOBS)
 
 # A Debian trixie root with a QEMU that has the vfio-user-pci client; built once
@@ -65,14 +73,15 @@ test-regular: build qemu-root deb debian-root
 # ASan pass also runs the real daemon end to end (label asan_e2e: hostile
 # clients and kills against an ASan umdevd, QEMU included).
 test-asan: setup qemu-root
-	$(CONFIGURE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DUMDEV_SANITIZE=address \
+	$(CONFIGURE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
+	  -DUMDEV_SANITIZE=address \
 	  -DUMDEV_BUILD_BENCHMARKS=OFF
 	cmake --build build-asan -j$(JOBS) --target unit_tests asan_e2e_tests
 	root="$$(bash scripts/qemu-root --print-path)" && cd build-asan && \
 	  UMDEV_QEMU_ROOT="$$root" ASAN_OPTIONS=handle_sigbus=0 $(CTEST) -L 'unit|asan_e2e'
 
 test-tsan: setup
-	$(CONFIGURE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUMDEV_SANITIZE=thread \
+	$(CONFIGURE) -S . -B build-tsan $(OPTIMIZED) -DUMDEV_SANITIZE=thread \
 	  -DUMDEV_BUILD_BENCHMARKS=OFF
 	cmake --build build-tsan -j$(JOBS) --target concurrency_tests
 	cd build-tsan && $(CTEST) -L concurrency

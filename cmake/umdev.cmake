@@ -5,7 +5,10 @@ add_library(umdev::warnings ALIAS umdev_warnings)
 target_compile_options(umdev_warnings INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
   -Wcast-align -Woverloaded-virtual -Wno-missing-field-initializers -Wnull-dereference -Wimplicit-fallthrough
-  $<$<BOOL:${UMDEV_WERROR}>:-Werror>)
+  $<$<BOOL:${UMDEV_WERROR}>:-Werror>
+  # A unity build #includes each source into a batch file, and GCC then
+  # takes the source's anonymous-namespace types for a header's.
+  $<$<AND:$<BOOL:${CMAKE_UNITY_BUILD}>,$<CXX_COMPILER_ID:GNU>>:-Wno-subobject-linkage>)
 
 if(UMDEV_FUZZ)
   # libFuzzer's coverage on every module, ASan+UBSan as in the unit pass.
