@@ -40,8 +40,10 @@ all: build
 setup:
 	bash scripts/setup
 
+# Prefix /usr: the package is made from this tree (make deb), so that no
+# target is compiled twice.
 build: setup
-	$(CONFIGURE) -S . -B build $(OPTIMIZED)
+	$(CONFIGURE) -S . -B build $(OPTIMIZED) -DCMAKE_INSTALL_PREFIX=/usr
 	cmake --build build -j$(JOBS)
 
 # A Debian trixie root with a QEMU that has the vfio-user-pci client; built once
@@ -66,7 +68,7 @@ test: test-regular test-asan test-tsan test-fuzz
 test-regular: build qemu-root deb debian-root
 	root="$$(bash scripts/qemu-root --print-path)" && \
 	  debian_root="$$(bash scripts/debian-root --print-path)" && \
-	  deb="$$(ls $(CURDIR)/build-deb/umdev_*.deb)" && cd build && \
+	  deb="$$(ls $(CURDIR)/build/umdev_*.deb)" && cd build && \
 	  UMDEV_QEMU_ROOT="$$root" UMDEV_DEBIAN_ROOT="$$debian_root" UMDEV_DEB="$$deb" $(CTEST)
 
 # Sanitizer passes build only the test executables their label selects. The
@@ -109,13 +111,11 @@ bench: build qemu-root
 	  ./build/bench/vfio_user_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 	./build/bench/gpu_slice_bench
 
-# The Debian package, build-deb/umdev_VERSION_ARCH.deb (docs/service.md):
-# prefix /usr, no tests; ccache serves what `build` compiled already.
-deb: setup
-	$(CONFIGURE) -S . -B build-deb -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
-	  -DUMDEV_BUILD_TESTS=OFF -DUMDEV_BUILD_BENCHMARKS=OFF
-	cmake --build build-deb -j$(JOBS)
-	cd build-deb && cpack -G DEB
+# The Debian package, build/umdev_VERSION_ARCH.deb (docs/service.md): CPack
+# over the install rules of the tree the tests run, so the package holds the
+# binaries they tested.
+deb: build
+	cd build && rm -f umdev_*.deb && cpack -G DEB
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz build-deb
+	rm -rf build build-asan build-tsan build-fuzz

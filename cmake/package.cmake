@@ -1,8 +1,10 @@
 # The Debian package (make deb): CPack's DEB generator over the install
-# rules. Configure with -DCMAKE_INSTALL_PREFIX=/usr (the Makefile's
-# build-deb does) so that the configuration lands in /etc and the unit's
-# ExecStart in /usr/sbin.
+# rules. Configure with -DCMAKE_INSTALL_PREFIX=/usr (the Makefile's build
+# tree is) so that the configuration lands in /etc and the unit's ExecStart
+# in /usr/sbin; the package installs where the tree was configured to, so
+# the paths configured into the unit always hold.
 set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_PACKAGE_NAME umdev)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_CONTACT "umdev developers <umdev@localhost>")

@@ -29,6 +29,18 @@ elseif(NOT UMDEV_SANITIZE STREQUAL "")
   message(FATAL_ERROR "UMDEV_SANITIZE must be '', 'address' or 'thread'")
 endif()
 
+# Debian's hardening (what dpkg-buildflags gives with hardening=+all) for
+# every build that is neither sanitized nor a fuzz build: the package ships
+# what the regular tests ran. _FORTIFY_SOURCE needs optimization, so only
+# the optimized build types get it.
+option(UMDEV_HARDENING "Build with Debian's hardening flags (fortify, stack protector, relro, now)" ON)
+if(UMDEV_HARDENING AND NOT UMDEV_FUZZ AND UMDEV_SANITIZE STREQUAL "")
+  add_compile_options(-fstack-protector-strong -fstack-clash-protection -fcf-protection
+                      -Wformat -Werror=format-security
+                      $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:-D_FORTIFY_SOURCE=2>)
+  add_link_options(-Wl,-z,relro -Wl,-z,now)
+endif()
+
 # umdev_library(NAME SRCS ... DEPS ... PRIVATE_DEPS ...)
 # A module: public headers under include/umdev/NAME/, private sources in src/.
 # Other modules see only include/; src/ is a PRIVATE include directory.

@@ -103,5 +103,31 @@ TEST(DebLintianTest, LintianHasNoErrorsOrWarnings) {
   EXPECT_EQ(lint.out.find("W: "), std::string::npos) << lint.out;
 }
 
+// The binaries carry Debian's hardening (cmake/umdev.cmake): full RELRO
+// with immediate binding, PIE, the stack protector and fortified libc
+// calls; lintian has no hardening tag left even among its notes.
+TEST(DebHardeningTest, EveryBinaryIsHardened) {
+  const char* deb = std::getenv("UMDEV_DEB");
+  if (deb == nullptr || *deb == '\0') GTEST_SKIP() << "UMDEV_DEB is not set: run 'make test'";
+  char pattern[] = "/tmp/umdev-deb-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const fs::path dir = pattern;
+  ASSERT_EQ(RunShell(std::string("dpkg-deb -x ") + deb + " " + dir.string()).status, 0);
+  for (const char* binary : {"usr/sbin/umdevd", "usr/bin/umdevctl", "usr/bin/umdev-probe"}) {
+    const std::string path = (dir / binary).string();
+    const ShellOutput dynamic = RunShell("readelf -dW " + path);
+    EXPECT_NE(dynamic.out.find("BIND_NOW"), std::string::npos) << binary << dynamic.out;
+    EXPECT_NE(RunShell("readelf -lW " + path).out.find("GNU_RELRO"), std::string::npos) << binary;
+    EXPECT_NE(RunShell("readelf -hW " + path).out.find("DYN (Position-Independent"), std::string::npos)
+        << binary;
+    const ShellOutput symbols = RunShell("readelf --dyn-syms -W " + path);
+    EXPECT_NE(symbols.out.find("__stack_chk_fail"), std::string::npos) << binary;
+    EXPECT_NE(symbols.out.find("_chk@"), std::string::npos) << binary << ": no fortified call";
+  }
+  fs::remove_all(dir);
+  const ShellOutput notes = RunShell(std::string("lintian --display-info --tag-display-limit 0 ") + deb + " 2>&1");
+  EXPECT_EQ(notes.out.find("hardening-"), std::string::npos) << notes.out;
+}
+
 }  // namespace
 }  // namespace umdev::test

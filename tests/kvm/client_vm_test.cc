@@ -190,8 +190,7 @@ TEST(ClientVmTest, AVmOfAnotherUidWithoutPtraceRightsIsIdentifiedAsFarAsProcAllo
     const std::string line = vm->identity().accel + "|" + vm->identity().name + "|" +
                              vm->identity().uuid + "|" + std::to_string(vm->identity().pid) +
                              "|" + std::to_string(vm->vm_fd()) + "|" + vm->NotesText();
-    (void)::write(report[1], line.data(), line.size());
-    ::_exit(0);
+    ::_exit(::write(report[1], line.data(), line.size()) == static_cast<ssize_t>(line.size()) ? 0 : 3);
   }
   ::close(report[1]);
   std::string line;
