@@ -373,6 +373,27 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bool no_memory = false;
   qemu->add_flag("--no-memory", no_memory, "Leave out the memory backend (the VM already shares its RAM)");
+  qemu->add_option("--socket-dir", qemu_options.socket_dir,
+                   "Where QEMU finds the sockets, if not STATE_DIR/vfio-user (a container or chroot)");
+
+  auto* libvirt = app.add_subcommand(
+      "libvirt-xml", "umdev: print what a libvirt domain needs to attach running devices");
+  std::vector<std::string> libvirt_uuids;
+  cli::LibvirtXmlOptions libvirt_options;
+  libvirt->add_option("uuid", libvirt_uuids, "UUIDs of running devices")->required();
+  libvirt->add_option("--socket-dir", libvirt_options.socket_dir,
+                      "Where QEMU finds the sockets, if not STATE_DIR/vfio-user (a container or chroot)");
+  libvirt->add_option("--domain", libvirt_options.domain,
+                      "Print a whole domain of this name instead of the fragments");
+  libvirt->add_option("-m,--memory", libvirt_options.memory, "The whole domain's RAM (with --domain)")
+      ->capture_default_str();
+  libvirt->add_option("--vcpus", libvirt_options.vcpus, "The whole domain's vCPUs (with --domain)")
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
+  libvirt->add_option("--virt-type", libvirt_options.virt_type,
+                      "The whole domain's type: kvm, or qemu for TCG (with --domain)")
+      ->check(CLI::IsMember({"kvm", "qemu"}))
+      ->capture_default_str();
 
   auto* attr = app.add_subcommand(
       "attr", "umdev: list, read or set a running device's attributes, or read a parent's");
@@ -439,6 +460,17 @@ int main(int argc, char** argv) {
     qemu_options.state_dir = state_dir;
     qemu_options.with_memory = !no_memory;
     return Emit(cli::QemuArgs(call, qemu_options));
+  }
+  if (libvirt->parsed()) {
+    for (const std::string& text : libvirt_uuids) {
+      auto parsed_uuid = cli::ParseUuidArgument(text);
+      if (!parsed_uuid.has_value()) {
+        return UsageError(fmt::format("invalid value '{}' for '<UUID>': {}", text, parsed_uuid.error().context));
+      }
+      libvirt_options.uuids.push_back(*parsed_uuid);
+    }
+    libvirt_options.state_dir = state_dir;
+    return Emit(cli::LibvirtXml(call, libvirt_options));
   }
   if (attr->parsed()) {
     if (parent.has_value()) {

@@ -261,6 +261,9 @@ TEST_F(MdevctlCliTest, QemuArgsAttachTheDevicesSocket) {
   EXPECT_EQ(Ctl("qemu-args --no-memory " + u).out,
             "-device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"" + socket +
                 "\",\"type\":\"unix\"}}'\n");
+  EXPECT_EQ(Ctl("qemu-args --no-memory --socket-dir /srv/sockets " + u).out,
+            "-device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"/srv/sockets/" + u +
+                ".sock\",\"type\":\"unix\"}}'\n");
   EXPECT_EQ(Ctl("qemu-args " + std::string(kU2)).out,
             "Error: Mediated device " + std::string(kU2) + " is not active\n");
 }

@@ -171,6 +171,9 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
         .out;
   };
   EXPECT_EQ(complete("umdevctl q", 1), "qemu-args\n");
+  EXPECT_EQ(complete("umdevctl li", 1), "list libvirt-xml\n");
+  EXPECT_EQ(complete("umdevctl libvirt-xml U --v", 3), "--vcpus --virt-type\n");
+  EXPECT_EQ(complete("umdevctl top -", 2), "-d --delay -n --iterations -b --batch -h --help\n");
   EXPECT_EQ(complete("umdevctl attr --n", 2), "--name\n");
   EXPECT_EQ(complete("umdevctl list -d --dump", 3), "--dumpjson\n");
   const std::string daemon = (prefix / "sbin/umdevd").string();

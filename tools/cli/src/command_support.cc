@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 
 #include "umdev/common/unique_fd.h"
 
@@ -65,6 +67,36 @@ Try<std::vector<ActiveDevice>> ActiveDevices(const Transport& call) {
                        mdev.at("type").get<std::string>(), DescribeVm(mdev)});
   }
   return devices;
+}
+
+std::string Attachment::DeviceJson(bool with_id) const {
+  Json device{{"driver", "vfio-user-pci"}, {"socket", {{"type", "unix"}, {"path", socket}}}};
+  if (with_id) device["id"] = "umdev-" + uuid;
+  return device.dump();
+}
+
+std::string SocketDirFor(const std::string& state_dir, const std::optional<std::string>& socket_dir) {
+  return socket_dir.has_value() ? *socket_dir : state_dir + "/vfio-user";
+}
+
+Try<Attachment> AttachmentOf(const Transport& call, const Uuid& uuid, const std::string& socket_dir) {
+  const std::string id = uuid.ToString();
+  auto active = ActiveDevices(call);
+  if (!active.has_value()) return std::unexpected(active.error());
+  if (std::none_of(active->begin(), active->end(), [&](const ActiveDevice& a) { return a.uuid == id; })) {
+    return std::unexpected(Failure{fmt::format("Mediated device {} is not active", id), ""});
+  }
+  std::error_code ec;
+  Attachment attachment{id,
+                        (std::filesystem::absolute(socket_dir, ec) / (id + ".sock"))
+                            .lexically_normal()
+                            .string(),
+                        ""};
+  auto bound = call({{"cmd", "attr-get"}, {"uuid", id}, {"name", "bound_vm_uuid"}});
+  if (bound.has_value() && bound->value("ok", false) == true && (*bound)["value"].is_string()) {
+    attachment.bound_vm_uuid = (*bound)["value"].get<std::string>();
+  }
+  return attachment;
 }
 
 Try<std::vector<Defined>> Definitions(const Transport& call) {

@@ -40,6 +40,22 @@ Try<std::vector<ActiveDevice>> ActiveDevices(const Transport& call);
 // "NAME (pid N, accel A, uuid U)" from a list entry's "vm"; empty without one.
 std::string DescribeVm(const Json& mdev);
 
+// How QEMU reaches one running device (qemu-args, libvirt-xml).
+struct Attachment {
+  std::string uuid;
+  std::string socket;         // Absolute path of its vfio-user socket.
+  std::string bound_vm_uuid;  // The VM UUID it opens for; empty: any VM.
+  // QEMU's JSON -device value; |with_id| names it "umdev-UUID" so that a
+  // monitor's device_del can find it.
+  std::string DeviceJson(bool with_id) const;
+};
+// |socket_dir|: where QEMU finds the sockets (STATE_DIR/vfio-user unless
+// QEMU runs in a container or chroot that mounts them elsewhere).
+// Errors: "Mediated device U is not active", or the daemon unreachable.
+Try<Attachment> AttachmentOf(const Transport& call, const Uuid& uuid, const std::string& socket_dir);
+// The socket dir QEMU sees: |socket_dir| when given, else STATE_DIR/vfio-user.
+std::string SocketDirFor(const std::string& state_dir, const std::optional<std::string>& socket_dir);
+
 struct Defined {
   std::string parent;
   std::string uuid;

@@ -3,7 +3,6 @@
 
 #include <fmt/format.h>
 
-#include <filesystem>
 #include <map>
 
 #include "command_support.h"
@@ -97,22 +96,12 @@ std::string ShellQuote(const std::string& text) {
 }  // namespace
 
 Outcome QemuArgs(const Transport& call, const QemuArgsOptions& options) {
-  const std::string id = options.uuid.ToString();
-  auto active = ActiveDevices(call);
-  if (!active.has_value()) return Report(active.error());
-  if (std::none_of(active->begin(), active->end(), [&](const ActiveDevice& a) { return a.uuid == id; })) {
-    return Report(Failure{fmt::format("Mediated device {} is not active", id), ""});
-  }
-  std::error_code ec;
-  const std::string socket =
-      (std::filesystem::absolute(options.state_dir, ec) / "vfio-user" / (id + ".sock")).lexically_normal().string();
-  const Json device{{"driver", "vfio-user-pci"}, {"socket", {{"type", "unix"}, {"path", socket}}}};
+  auto attachment = AttachmentOf(call, options.uuid, SocketDirFor(options.state_dir, options.socket_dir));
+  if (!attachment.has_value()) return Report(attachment.error());
   std::string out;
   // A device bound to a VM opens only for the QEMU whose -uuid matches.
-  auto bound = call({{"cmd", "attr-get"}, {"uuid", id}, {"name", "bound_vm_uuid"}});
-  if (bound.has_value() && bound->value("ok", false) == true && (*bound)["value"].is_string() &&
-      !(*bound)["value"].get<std::string>().empty()) {
-    out += fmt::format("-uuid {} \\\n", (*bound)["value"].get<std::string>());
+  if (!attachment->bound_vm_uuid.empty()) {
+    out += fmt::format("-uuid {} \\\n", attachment->bound_vm_uuid);
   }
   if (options.with_memory) {
     // vfio-user reaches guest RAM through the memfd QEMU passes with each
@@ -122,7 +111,7 @@ Outcome QemuArgs(const Transport& call, const QemuArgsOptions& options) {
         options.memory);
   }
   // nlohmann orders keys; QEMU's JSON -device syntax does not care.
-  out += "-device " + ShellQuote(device.dump()) + "\n";
+  out += "-device " + ShellQuote(attachment->DeviceJson(false)) + "\n";
   return Outcome{0, out, ""};
 }
 

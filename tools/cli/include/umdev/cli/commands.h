@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "umdev/common/error.h"
 #include "umdev/common/uuid.h"
@@ -70,8 +71,23 @@ struct StartOptions {
 struct QemuArgsOptions {
   Uuid uuid;
   std::string state_dir;
+  // Where QEMU finds the sockets, when not STATE_DIR/vfio-user (QEMU in a
+  // container or chroot).
+  std::optional<std::string> socket_dir;
   std::string memory = "4G";  // Size of the shared memfd guest RAM.
   bool with_memory = true;
+};
+
+struct LibvirtXmlOptions {
+  std::vector<Uuid> uuids;
+  std::string state_dir;
+  std::optional<std::string> socket_dir;  // As in QemuArgsOptions.
+  // Set: a whole domain of this name (definable as is); unset: the fragments
+  // to add to an existing domain.
+  std::optional<std::string> domain;
+  std::string memory = "4G";  // The whole domain's RAM.
+  unsigned vcpus = 1;
+  std::string virt_type = "kvm";  // <domain type=...>: kvm, or qemu (TCG).
 };
 
 Outcome Types(const Transport& call, const std::optional<std::string>& parent, bool dumpjson);
@@ -83,6 +99,12 @@ Outcome Start(const Transport& call, const StartOptions& options);
 Outcome Stop(const Transport& call, const Uuid& uuid);
 // umdev's own: the QEMU options that attach a running device.
 Outcome QemuArgs(const Transport& call, const QemuArgsOptions& options);
+// umdev's own: what a libvirt domain needs to attach running devices
+// (docs/libvirt.md).
+Outcome LibvirtXml(const Transport& call, const LibvirtXmlOptions& options);
+// A size as QEMU's -m takes it: bytes, or a K/M/G/T (binary) suffix.
+// Errors: EINVAL not a size, ERANGE over 64 bits.
+Result<uint64_t> ParseMemorySize(std::string_view text);
 
 // Parses a UUID in any form mdevctl (the uuid crate) accepts: hyphenated,
 // simple (32 digits), braced or urn:uuid:. Errors: EINVAL with the crate's
