@@ -127,6 +127,9 @@ TEST_F(LibvirtXmlCliTest, ErrorsNameWhatIsWrong) {
   EXPECT_NE(small.out.find("at least 1M"), std::string::npos) << small.out;
   EXPECT_EQ(Ctl(std::string("libvirt-xml ") + kU1 + " --virt-type xen").status, 2);
   EXPECT_EQ(Ctl(std::string("libvirt-xml ") + kU1 + " --vcpus 0").status, 2);
+  const Output twice = Ctl(std::string("libvirt-xml ") + kU1 + " " + kU1);
+  EXPECT_EQ(twice.status, 1);
+  EXPECT_EQ(twice.out, std::string("Error: Mediated device ") + kU1 + " is named twice\n");
   EXPECT_EQ(Ctl("libvirt-xml not-a-uuid").status, 2);
   EXPECT_EQ(Ctl("libvirt-xml").status, 2);
 }

@@ -5,6 +5,7 @@
 // must be a shared memfd so that QEMU can pass it with each DMA_MAP.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <limits>
 
@@ -99,7 +100,13 @@ Result<uint64_t> ParseMemorySize(std::string_view text) {
 
 Outcome LibvirtXml(const Transport& call, const LibvirtXmlOptions& options) {
   std::vector<Attachment> attachments;
-  for (const Uuid& uuid : options.uuids) {
+  for (size_t i = 0; i < options.uuids.size(); ++i) {
+    const Uuid& uuid = options.uuids[i];
+    // QEMU refuses two devices with one id.
+    if (std::find(options.uuids.begin(), options.uuids.begin() + static_cast<ptrdiff_t>(i), uuid) !=
+        options.uuids.begin() + static_cast<ptrdiff_t>(i)) {
+      return Report(Failure{fmt::format("Mediated device {} is named twice", uuid.ToString()), ""});
+    }
     auto attachment = AttachmentOf(call, uuid, SocketDirFor(options.state_dir, options.socket_dir));
     if (!attachment.has_value()) return Report(attachment.error());
     attachments.push_back(std::move(*attachment));
