@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "umdev/cli/cdi.h"
 #include "umdev/cli/clap_errors.h"
 #include "umdev/cli/commands.h"
 #include "umdev/cli/top.h"
@@ -395,6 +396,19 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"kvm", "qemu"}))
       ->capture_default_str();
 
+  auto* cdi = app.add_subcommand("cdi", "umdev: Container Device Interface specs");
+  auto* cdi_generate = cdi->add_subcommand(
+      "generate", "Write the CDI spec (kind umdev.io/device) for the running devices");
+  cdi->require_subcommand(1);
+  cli::CdiOptions cdi_options;
+  cdi_generate->add_option("-o,--output", cdi_options.output, "Where to write it ('-': stdout)")
+      ->capture_default_str();
+  cdi_generate->add_option("--socket-dir", cdi_options.socket_dir,
+                           "Where the sockets are on the host, if not STATE_DIR/vfio-user");
+  cdi_generate->add_option("--container-dir", cdi_options.container_dir,
+                           "Where the sockets appear in the container")
+      ->capture_default_str();
+
   auto* attr = app.add_subcommand(
       "attr", "umdev: list, read or set a running device's attributes, or read a parent's");
   std::optional<std::string> attr_name, attr_value;
@@ -460,6 +474,10 @@ int main(int argc, char** argv) {
     qemu_options.state_dir = state_dir;
     qemu_options.with_memory = !no_memory;
     return Emit(cli::QemuArgs(call, qemu_options));
+  }
+  if (cdi_generate->parsed()) {
+    cdi_options.state_dir = state_dir;
+    return Emit(cli::CdiGenerate(call, cdi_options));
   }
   if (libvirt->parsed()) {
     for (const std::string& text : libvirt_uuids) {
