@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -187,6 +186,9 @@ Result<void> ValidateCdiSpec(const nlohmann::json& spec) {
 }
 
 Outcome CdiGenerate(const Transport& call, const CdiOptions& options) {
+  if (!options.container_dir.starts_with('/')) {
+    return Report(Failure{"Invalid --container-dir: '" + options.container_dir + "' is not absolute", ""});
+  }
   auto active = ActiveDevices(call);
   if (!active.has_value()) return Report(active.error());
   std::error_code ec;
@@ -195,9 +197,6 @@ Outcome CdiGenerate(const Transport& call, const CdiOptions& options) {
           .lexically_normal()
           .string(),
       options.container_dir};
-  if (!options.container_dir.starts_with('/')) {
-    return Report(Failure{"Invalid --container-dir: '" + options.container_dir + "' is not absolute", ""});
-  }
   std::vector<CdiDevice> devices;
   for (const ActiveDevice& a : *active) devices.push_back({a.uuid, a.parent, a.type});
   std::string notes;
