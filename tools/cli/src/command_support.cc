@@ -79,11 +79,10 @@ std::string SocketDirFor(const std::string& state_dir, const std::optional<std::
   return socket_dir.has_value() ? *socket_dir : state_dir + "/vfio-user";
 }
 
-Try<Attachment> AttachmentOf(const Transport& call, const Uuid& uuid, const std::string& socket_dir) {
+Try<Attachment> AttachmentOf(const Transport& call, const std::vector<ActiveDevice>& active,
+                             const Uuid& uuid, const std::string& socket_dir) {
   const std::string id = uuid.ToString();
-  auto active = ActiveDevices(call);
-  if (!active.has_value()) return std::unexpected(active.error());
-  if (std::none_of(active->begin(), active->end(), [&](const ActiveDevice& a) { return a.uuid == id; })) {
+  if (std::none_of(active.begin(), active.end(), [&](const ActiveDevice& a) { return a.uuid == id; })) {
     return std::unexpected(Failure{fmt::format("Mediated device {} is not active", id), ""});
   }
   std::error_code ec;

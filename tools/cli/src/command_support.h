@@ -51,8 +51,11 @@ struct Attachment {
 };
 // |socket_dir|: where QEMU finds the sockets (STATE_DIR/vfio-user unless
 // QEMU runs in a container or chroot that mounts them elsewhere).
-// Errors: "Mediated device U is not active", or the daemon unreachable.
-Try<Attachment> AttachmentOf(const Transport& call, const Uuid& uuid, const std::string& socket_dir);
+// |active|: the running devices, fetched once by the caller however many
+// UUIDs it attaches. Errors: "Mediated device U is not active", or the
+// daemon unreachable.
+Try<Attachment> AttachmentOf(const Transport& call, const std::vector<ActiveDevice>& active,
+                             const Uuid& uuid, const std::string& socket_dir);
 // The socket dir QEMU sees: |socket_dir| when given, else STATE_DIR/vfio-user.
 std::string SocketDirFor(const std::string& state_dir, const std::optional<std::string>& socket_dir);
 

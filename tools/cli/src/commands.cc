@@ -96,7 +96,10 @@ std::string ShellQuote(const std::string& text) {
 }  // namespace
 
 Outcome QemuArgs(const Transport& call, const QemuArgsOptions& options) {
-  auto attachment = AttachmentOf(call, options.uuid, SocketDirFor(options.state_dir, options.socket_dir));
+  auto active = ActiveDevices(call);
+  if (!active.has_value()) return Report(active.error());
+  auto attachment =
+      AttachmentOf(call, *active, options.uuid, SocketDirFor(options.state_dir, options.socket_dir));
   if (!attachment.has_value()) return Report(attachment.error());
   std::string out;
   // A device bound to a VM opens only for the QEMU whose -uuid matches.

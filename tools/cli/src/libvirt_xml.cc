@@ -99,6 +99,8 @@ Result<uint64_t> ParseMemorySize(std::string_view text) {
 }
 
 Outcome LibvirtXml(const Transport& call, const LibvirtXmlOptions& options) {
+  auto active = ActiveDevices(call);
+  if (!active.has_value()) return Report(active.error());
   std::vector<Attachment> attachments;
   for (size_t i = 0; i < options.uuids.size(); ++i) {
     const Uuid& uuid = options.uuids[i];
@@ -107,7 +109,8 @@ Outcome LibvirtXml(const Transport& call, const LibvirtXmlOptions& options) {
         options.uuids.begin() + static_cast<ptrdiff_t>(i)) {
       return Report(Failure{fmt::format("Mediated device {} is named twice", uuid.ToString()), ""});
     }
-    auto attachment = AttachmentOf(call, uuid, SocketDirFor(options.state_dir, options.socket_dir));
+    auto attachment =
+        AttachmentOf(call, *active, uuid, SocketDirFor(options.state_dir, options.socket_dir));
     if (!attachment.has_value()) return Report(attachment.error());
     attachments.push_back(std::move(*attachment));
   }
