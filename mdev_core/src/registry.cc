@@ -98,6 +98,7 @@ MdevStatus Registry::StatusLocked(const Mdev& mdev) const {
       .type_id = mdev.parent->type_ids[mdev.type_index],
       .iommu_group = mdev.group_id,
       .open = mdev.device != nullptr && mdev.device->is_open(),
+      .broken = mdev.device != nullptr && mdev.device->is_broken(),
       .vm = std::move(vm),
   };
 }

@@ -285,9 +285,11 @@ TEST_F(VfioModelTest, VendorKeepingPinsIsMarkedBrokenUntilReset) {
   vendor().set_refuse_unpin(true);
   ASSERT_TRUE(iommu().Unmap(kIova, kPageSize).has_value());
   EXPECT_TRUE(group_->device()->is_broken());
+  EXPECT_TRUE(registry_.FindMdev(kUuid1).value().broken);  // What `list` reports.
   EXPECT_EQ(device->GetInfo().error().code, EIO);
   ASSERT_TRUE(device->Reset().has_value());
   EXPECT_FALSE(group_->device()->is_broken());
+  EXPECT_FALSE(registry_.FindMdev(kUuid1).value().broken);
   EXPECT_TRUE(device->GetInfo().has_value());
 }
 

@@ -51,7 +51,8 @@ Json List(Registry& registry) {
                   {"parent", mdev.parent},
                   {"type", mdev.type_id},
                   {"iommu_group", mdev.iommu_group},
-                  {"open", mdev.open}};
+                  {"open", mdev.open},
+                  {"broken", mdev.broken}};
     if (mdev.vm.has_value()) {
       entry["vm"] = {{"uuid", mdev.vm->uuid},   {"name", mdev.vm->name},
                      {"pid", mdev.vm->pid},     {"accel", mdev.vm->accel},

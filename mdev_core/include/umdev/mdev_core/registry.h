@@ -49,6 +49,9 @@ struct MdevStatus {
   std::string type_id;
   unsigned iommu_group = 0;
   bool open = false;
+  // The backend revoked its pins (Device::is_broken()) and no reset has
+  // cleared that yet: what a cluster agent reports as unhealthy.
+  bool broken = false;
   // The VM the open instance serves, when one was latched.
   std::optional<VmIdentity> vm;
 };

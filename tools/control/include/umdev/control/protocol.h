@@ -2,7 +2,9 @@
 // over DIR/control.sock, answered by one JSON object per line.
 //
 // Requests:  {"cmd":"types"}                                   -> {"ok":true,"parents":[...]}
-//            {"cmd":"list"}                                    -> {"ok":true,"mdevs":[...]}
+//            {"cmd":"list"}                                    -> {"ok":true,"mdevs":
+//                  [{uuid,parent,type,iommu_group,open,broken[,vm]}]}
+//              broken: the backend revoked the device's pins (until a reset)
 //              an open instance's entry has "vm":{uuid,name,pid,accel,cgroup}
 //            {"cmd":"stats"}                                   -> {"ok":true,"time_ns":T,
 //                  "devices":[{uuid,parent,type,open,locked_bytes,
