@@ -35,13 +35,6 @@ bool NameFits(std::string_view name, bool (*first)(char), std::string_view inner
 bool IsVendorName(std::string_view name) { return NameFits(name, IsAlpha, "-_."); }
 bool IsClassName(std::string_view name) { return NameFits(name, IsAlpha, "-_"); }
 
-// UMDEV_SOCKET_<UUID in capitals, '-' as '_'>.
-std::string SocketVariable(const std::string& uuid) {
-  std::string name = "UMDEV_SOCKET_";
-  for (char c : uuid) name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return name;
-}
-
 nlohmann::json Mount(const CdiDevice& d, const CdiLayout& layout) {
   return {{"hostPath", layout.host_socket_dir + "/" + d.uuid + ".sock"},
           {"containerPath", layout.container_socket_dir + "/" + d.uuid + ".sock"},
@@ -54,9 +47,9 @@ std::string ContainerSocket(const CdiDevice& d, const CdiLayout& layout) {
 
 Result<void> Invalid(std::string what) { return Fail(EINVAL, "CDI spec: " + what); }
 
-// Writes |text| to |path| through a temporary file and rename, so that a
-// reader (a container engine) never sees half a spec.
-Result<void> WriteAtomically(const std::string& path, const std::string& text) {
+}  // namespace
+
+Result<void> WriteFileAtomically(const std::string& path, const std::string& text) {
   std::error_code ec;
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path(), ec);
@@ -87,7 +80,11 @@ Result<void> WriteAtomically(const std::string& path, const std::string& text) {
   return {};
 }
 
-}  // namespace
+std::string CdiSocketVariable(std::string_view uuid) {
+  std::string name = "UMDEV_SOCKET_";
+  for (char c : uuid) name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
 
 bool IsCdiDeviceName(std::string_view name) { return NameFits(name, IsAlnum, "-_.:"); }
 
@@ -100,7 +97,7 @@ nlohmann::json CdiSpec(const std::vector<CdiDevice>& devices, const CdiLayout& l
         {"name", d.uuid},
         {"annotations", {{"umdev.io/parent", d.parent}, {"umdev.io/type", d.type}}},
         {"containerEdits",
-         {{"env", {SocketVariable(d.uuid) + "=" + ContainerSocket(d, layout)}},
+         {{"env", {CdiSocketVariable(d.uuid) + "=" + ContainerSocket(d, layout)}},
           {"mounts", {Mount(d, layout)}}}}};
     by_type[d.parent + "." + d.type].push_back(&d);
   }
@@ -112,7 +109,7 @@ nlohmann::json CdiSpec(const std::vector<CdiDevice>& devices, const CdiLayout& l
     nlohmann::json env = nlohmann::json::array(), mounts = nlohmann::json::array();
     std::string all;
     for (const CdiDevice* d : members) {
-      env.push_back(SocketVariable(d->uuid) + "=" + ContainerSocket(*d, layout));
+      env.push_back(CdiSocketVariable(d->uuid) + "=" + ContainerSocket(*d, layout));
       mounts.push_back(Mount(*d, layout));
       all += (all.empty() ? "" : ",") + ContainerSocket(*d, layout);
     }
@@ -217,7 +214,7 @@ Outcome CdiGenerate(const Transport& call, const CdiOptions& options) {
   }
   const std::string text = spec.dump(2) + "\n";
   if (options.output == "-") return Outcome{0, text, notes};
-  if (auto written = WriteAtomically(options.output, text); !written.has_value()) {
+  if (auto written = WriteFileAtomically(options.output, text); !written.has_value()) {
     return Report(WithOsError("Failed to write " + options.output, written.error().code));
   }
   return Outcome{0, "", notes};

@@ -43,6 +43,13 @@ nlohmann::json CdiSpec(const std::vector<CdiDevice>& devices, const CdiLayout& l
 // absolute mount paths. Errors: EINVAL naming the first violation.
 Result<void> ValidateCdiSpec(const nlohmann::json& spec);
 bool IsCdiDeviceName(std::string_view name);
+// UMDEV_SOCKET_<UUID in capitals, '-' as '_'>: the variable naming one
+// device's socket in a container.
+std::string CdiSocketVariable(std::string_view uuid);
+// Writes |text| to |path| (0644, parent folders created) through a
+// temporary file and rename, so that a reader (a container engine) never
+// sees half a spec. Errors: the failing call's errno.
+Result<void> WriteFileAtomically(const std::string& path, const std::string& text);
 
 struct CdiOptions {
   std::string state_dir;
