@@ -64,6 +64,10 @@ TEST_F(DebPackageTest, InstallsRunsAndPurgesCleanly) {
   const ShellOutput help = InRoot("umdevd --help");
   EXPECT_EQ(help.status, 0) << help.out;
   EXPECT_NE(help.out.find("--definitions-dir"), std::string::npos) << help.out;
+  // The device plugin's gRPC and protobuf come with the package's dependencies.
+  const ShellOutput plugin_help = InRoot("umdev-device-plugin --help");
+  EXPECT_EQ(plugin_help.status, 0) << plugin_help.out;
+  EXPECT_NE(plugin_help.out.find("--plugin-dir"), std::string::npos) << plugin_help.out;
 
   // The shipped configuration serves the mtty parent.
   InRoot("umdevd --state-dir /tmp/umdev-state --config /etc/umdev/umdevd.json "
@@ -85,7 +89,7 @@ TEST_F(DebPackageTest, InstallsRunsAndPurgesCleanly) {
   ASSERT_EQ(purged.status, 0) << purged.out;
   EXPECT_NE(InRoot("dpkg -s umdev").status, 0);
   for (const char* path : {"usr/sbin/umdevd", "usr/bin/umdevctl", "usr/bin/umdev-probe",
-                           "etc/umdev", "usr/share/doc/umdev", "usr/lib/systemd/system/umdevd.service",
+                           "usr/sbin/umdev-device-plugin", "etc/umdev", "usr/share/doc/umdev", "usr/lib/systemd/system/umdevd.service",
                            "var/lib/umdev"}) {
     EXPECT_FALSE(fs::exists(root_ / path)) << path << " survived the purge";
   }
@@ -113,7 +117,8 @@ TEST(DebHardeningTest, EveryBinaryIsHardened) {
   ASSERT_NE(mkdtemp(pattern), nullptr);
   const fs::path dir = pattern;
   ASSERT_EQ(RunShell(std::string("dpkg-deb -x ") + deb + " " + dir.string()).status, 0);
-  for (const char* binary : {"usr/sbin/umdevd", "usr/bin/umdevctl", "usr/bin/umdev-probe"}) {
+  for (const char* binary : {"usr/sbin/umdevd", "usr/bin/umdevctl", "usr/bin/umdev-probe",
+                             "usr/sbin/umdev-device-plugin"}) {
     const std::string path = (dir / binary).string();
     const ShellOutput dynamic = RunShell("readelf -dW " + path);
     EXPECT_NE(dynamic.out.find("BIND_NOW"), std::string::npos) << binary << dynamic.out;

@@ -147,6 +147,7 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
   const fs::path sysconf = stage / fs::path(UMDEV_INSTALL_SYSCONFDIR).relative_path();
   for (const fs::path& file :
        {prefix / "sbin/umdevd", prefix / "bin/umdevctl", prefix / "bin/umdev-probe",
+        prefix / "sbin/umdev-device-plugin", prefix / "share/man/man8/umdev-device-plugin.8.gz",
         sysconf / "umdev/umdevd.json", prefix / "lib/systemd/system/umdevd.service",
         prefix / "share/doc/umdev/kvm.md", prefix / "share/doc/umdev/service.md",
         prefix / "share/man/man8/umdevd.8.gz", prefix / "share/man/man8/umdevctl.8.gz",
