@@ -148,6 +148,7 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
   for (const fs::path& file :
        {prefix / "sbin/umdevd", prefix / "bin/umdevctl", prefix / "bin/umdev-probe",
         prefix / "sbin/umdev-device-plugin", prefix / "share/man/man8/umdev-device-plugin.8.gz",
+        prefix / "share/doc/umdev/kubernetes.md", prefix / "share/doc/umdev/kubernetes/daemonset.yaml",
         sysconf / "umdev/umdevd.json", prefix / "lib/systemd/system/umdevd.service",
         prefix / "share/doc/umdev/kvm.md", prefix / "share/doc/umdev/service.md",
         prefix / "share/man/man8/umdevd.8.gz", prefix / "share/man/man8/umdevctl.8.gz",
