@@ -69,11 +69,14 @@ class CliFixture : public ::testing::Test {
     return pid;
   }
 
-  int StopDaemon() {
-    kill(daemon_, SIGTERM);
+  int StopDaemon() { return Terminate(daemon_); }
+
+  // SIGTERM to |pid|, reaped; |pid| becomes -1. Returns the wait status.
+  static int Terminate(pid_t& pid) {
+    kill(pid, SIGTERM);
     int status = 0;
-    waitpid(daemon_, &status, 0);
-    daemon_ = -1;
+    waitpid(pid, &status, 0);
+    pid = -1;
     return status;
   }
 

@@ -222,6 +222,28 @@ TEST(ControlServerTest, SocketIsOwnerOnlyAndRemovedOnStop) {
   std::filesystem::remove_all(dir);
 }
 
+// A daemon that accepts and never answers: a client with a timeout gets
+// ETIMEDOUT instead of hanging (the device plugin's poll loop relies on it).
+TEST(ControlClientTest, ASilentDaemonTimesOut) {
+  const auto dir = std::filesystem::temp_directory_path() / ("umdev-silent-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "control.sock").string();
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  auto client = ControlClient::Connect(path);
+  ASSERT_TRUE(client.has_value());
+  ASSERT_TRUE(client->SetTimeout(std::chrono::milliseconds(100)).has_value());
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(client->Call({{"cmd", "list"}}).error().code, ETIMEDOUT);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+  ::close(listener);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ControlServerTest, InvalidJsonAndOverlongLinesGetErrorReplies) {
   Registry registry;
   const auto dir = std::filesystem::temp_directory_path() / ("umdev-bad-" + std::to_string(getpid()));

@@ -103,13 +103,7 @@ class DevicePluginKubeletTest : public CliFixture {
     ASSERT_GT(plugin_, 0);
   }
 
-  int StopPlugin() {
-    kill(plugin_, SIGTERM);
-    int status = 0;
-    waitpid(plugin_, &status, 0);
-    plugin_ = -1;
-    return status;
-  }
+  int StopPlugin() { return Terminate(plugin_); }
 
   std::string Cdi() const { return (dir_ / "cdi" / "umdev.io-device.json").string(); }
   std::string Log() const { return ReadFile(dir_ / "plugin.log"); }

@@ -23,6 +23,17 @@ Result<ControlClient> ControlClient::Connect(const std::string& socket_path) {
   return ControlClient(std::move(fd));
 }
 
+Result<void> ControlClient::SetTimeout(std::chrono::milliseconds timeout) {
+  const timeval limit{.tv_sec = static_cast<time_t>(timeout.count() / 1000),
+                      .tv_usec = static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  for (int option : {SO_RCVTIMEO, SO_SNDTIMEO}) {
+    if (::setsockopt(fd_.get(), SOL_SOCKET, option, &limit, sizeof(limit)) != 0) {
+      return FailErrno("set the control socket's timeout");
+    }
+  }
+  return {};
+}
+
 Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request) {
   UMDEV_ASSIGN_OR_RETURN(nlohmann::json reply, Exchange(request));
   if (reply.value("ok", false) != true) return std::unexpected(ErrorFromReply(reply));
@@ -37,6 +48,7 @@ Result<nlohmann::json> ControlClient::Exchange(const nlohmann::json& request) {
     // A daemon that refuses the connection answers and closes before reading
     // the request; its reply is still queued for us, so go and read it.
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Fail(ETIMEDOUT, "send to umdevd timed out");
     if (n < 0) return FailErrno("send to umdevd");
     rest.remove_prefix(static_cast<size_t>(n));
   }
@@ -45,6 +57,7 @@ Result<nlohmann::json> ControlClient::Exchange(const nlohmann::json& request) {
     char chunk[4096];
     const ssize_t n = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Fail(ETIMEDOUT, "umdevd did not answer in time");
     if (n < 0) return FailErrno("receive from umdevd");
     if (n == 0) return Fail(EPROTO, "umdevd closed the connection");
     buffered_.append(chunk, static_cast<size_t>(n));

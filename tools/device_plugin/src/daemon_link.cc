@@ -4,9 +4,16 @@
 
 namespace umdev::device_plugin {
 
+namespace {
+constexpr std::chrono::seconds kCallTimeout{5};
+}  // namespace
+
 Result<nlohmann::json> DaemonLink::Call(const nlohmann::json& request) {
   if (!client_.has_value()) {
     UMDEV_ASSIGN_OR_RETURN(control::ControlClient client, control::ControlClient::Connect(socket_));
+    // A daemon that stops answering must not hold the poll loop (and with
+    // it SIGTERM and kubelet's re-registration): its devices turn Unhealthy.
+    UMDEV_TRY(client.SetTimeout(kCallTimeout));
     client_.emplace(std::move(client));
   }
   auto reply = client_->Exchange(request);

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <string>
 
 #include "umdev/common/error.h"
@@ -15,6 +16,10 @@ class ControlClient {
  public:
   // Errors: ENOENT/ECONNREFUSED no daemon on |socket_path|; connect's errno.
   static Result<ControlClient> Connect(const std::string& socket_path);
+  // Bounds each send and each wait for a reply (none by default), for
+  // callers that must not hang on a daemon that stopped answering; a call
+  // past it fails with ETIMEDOUT and the connection must be dropped.
+  Result<void> SetTimeout(std::chrono::milliseconds timeout);
   // Sends |request| and returns the reply's body when "ok" is true.
   // Errors: the daemon's errno; EPROTO malformed reply; I/O errno.
   Result<nlohmann::json> Call(const nlohmann::json& request);
