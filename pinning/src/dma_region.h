@@ -62,6 +62,9 @@ struct DmaRegion {
   // is in the tree, so none can start once it is removed.
   std::atomic<uint32_t> accessors{0};
   std::atomic<bool> draining{false};
+  // Some thread's translation cache may hold it: removing it must
+  // invalidate the caches (which costs a process-wide barrier).
+  bool cached = false;
 
   uint64_t last() const { return iova + size - 1; }
   uint64_t pages() const { return size / kPageSize; }
@@ -71,6 +74,9 @@ struct DmaRegion {
     if (accessors.fetch_sub(1) == 1 && draining.load()) accessors.notify_all();
   }
 };
+
+// A value no Type1Backend's translation epoch has had yet (type1_dma_rw.cc).
+uint64_t NewTranslationEpoch();
 
 // A pinned mapping found by an unmap: the range reported to listeners.
 struct PinnedRange {

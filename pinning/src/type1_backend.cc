@@ -75,7 +75,7 @@ Result<void> CheckMapFd(const DmaMapRequest& request) {
 }  // namespace
 
 Type1Backend::Type1Backend(std::shared_ptr<LockedMemoryAccount> account, Type1Limits limits)
-    : account_(std::move(account)), limits_(limits) {}
+    : account_(std::move(account)), limits_(limits), translation_epoch_(detail::NewTranslationEpoch()) {}
 
 Type1Backend::~Type1Backend() {
   if (auto unmapped = UnmapAll(); !unmapped.has_value()) {
@@ -137,6 +137,7 @@ Result<uint64_t> Type1Backend::UnmapAll() {
 
 Result<uint64_t> Type1Backend::UnmapRange(uint64_t first, uint64_t last) {
   Regions removed;
+  bool cached = false;
   std::vector<Revocation> revocations;
   {
     MutexLock lock(mu_);
@@ -156,11 +157,15 @@ Result<uint64_t> Type1Backend::UnmapRange(uint64_t first, uint64_t last) {
       if (!pinned.empty()) changed_.WaitFor(mu_, kUnpinGrace);
     }
     removed = RemoveRangeLocked(first, last);
+    // Only a mapping some copy went through can be in a translation cache.
+    cached = std::any_of(removed.begin(), removed.end(), [](const auto& r) { return r->cached; });
+    if (cached) InvalidateTranslationsLocked();
   }
   NotifyRevoked(revocations);
   uint64_t bytes = 0;
   for (const auto& region : removed) bytes += region->size;
   WaitForAccessors(removed);
+  if (cached) WaitForCachedCopies();
   return bytes;  // |removed| goes out of scope: munmap() unless a copy still holds one.
 }
 

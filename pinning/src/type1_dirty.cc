@@ -19,16 +19,23 @@ Result<void> Type1Backend::StartDirtyTracking(uint64_t pgsize) {
                                     "power of two",
                                     pgsize, kPageSize));
   }
-  MutexLock lock(mu_);
-  if (dirty_pgsize_ == pgsize) return {};
-  if (dirty_pgsize_ != 0) {
-    return Fail(EBUSY, fmt::format("start dirty tracking at {:#x}: already on at {:#x}", pgsize,
-                                   dirty_pgsize_));
+  {
+    MutexLock lock(mu_);
+    if (dirty_pgsize_ == pgsize) return {};
+    if (dirty_pgsize_ != 0) {
+      return Fail(EBUSY, fmt::format("start dirty tracking at {:#x}: already on at {:#x}", pgsize,
+                                     dirty_pgsize_));
+    }
+    for (auto& [iova, region] : regions_) {
+      region->dirty = std::make_shared<DirtyBits>(region->pages());
+    }
+    dirty_pgsize_ = pgsize;
+    // Writes through the translation cache mark nothing: from here on they
+    // go the tracked way...
+    InvalidateTranslationsLocked();
   }
-  for (auto& [iova, region] : regions_) {
-    region->dirty = std::make_shared<DirtyBits>(region->pages());
-  }
-  dirty_pgsize_ = pgsize;
+  // ...and the ones in flight end before tracking is reported on.
+  WaitForCachedCopies();
   return {};
 }
 
@@ -36,6 +43,7 @@ Result<void> Type1Backend::StopDirtyTracking() {
   MutexLock lock(mu_);
   for (auto& [iova, region] : regions_) region->dirty.reset();
   dirty_pgsize_ = 0;
+  InvalidateTranslationsLocked();  // Writes may take the cache again.
   return {};
 }
 

@@ -3,9 +3,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -182,6 +184,24 @@ class Type1Backend final : public IommuBackend {
   // Checks the whole access and takes the references its copy needs.
   Result<void> PlanAccessLocked(uint64_t iova, size_t len, bool write,
                                 detail::AccessPlan& plan) UMDEV_REQUIRES(mu_);
+
+  // The translation cache (type1_dma_rw.cc): each thread remembers, per
+  // backend, the fd-backed mappings its recent copies fell in, so that a
+  // copy inside one of them takes no lock and no region reference. A
+  // cached translation is valid while translation_epoch_ is what it was
+  // when cached; removing a mapping or switching dirty tracking bumps the
+  // epoch and then waits until no cached copy is in flight, so none uses a
+  // removed mapping once its unmap has returned.
+  //
+  // The copy through a cached translation (into |read_into|, or from
+  // |write_from| when that is set); nullopt when none covers it.
+  std::optional<Result<void>> CopyCached(uint64_t iova, size_t len, std::byte* read_into,
+                                         const std::byte* write_from) UMDEV_EXCLUDES(mu_);
+  // Remembers |plan|'s mapping for this thread when the access was one
+  // fd-backed piece.
+  void CacheTranslationLocked(uint64_t iova, detail::AccessPlan& plan) UMDEV_REQUIRES(mu_);
+  void InvalidateTranslationsLocked() UMDEV_REQUIRES(mu_);
+  void WaitForCachedCopies() const;
   void EndChannelCall() UMDEV_EXCLUDES(mu_);
 
   const std::shared_ptr<LockedMemoryAccount> account_;
@@ -198,6 +218,9 @@ class Type1Backend final : public IommuBackend {
   std::map<DmaUnmapListener*, ListenerState> listeners_ UMDEV_GUARDED_BY(mu_);
   DmaMessageChannel* channel_ UMDEV_GUARDED_BY(mu_) = nullptr;  // Not owned.
   uint32_t channel_calls_ UMDEV_GUARDED_BY(mu_) = 0;
+  // Unique across the process (a backend later allocated at the same
+  // address never matches an old thread's entries); written under mu_.
+  std::atomic<uint64_t> translation_epoch_;
 };
 
 }  // namespace umdev::pinning
