@@ -101,6 +101,7 @@ std::optional<Result<void>> Type1Backend::CopyCached(uint64_t iova, size_t len, 
 void Type1Backend::CacheTranslationLocked(uint64_t iova, AccessPlan& plan) {
   const std::span<Segment> segments = plan.segments();
   if (segments.size() != 1 || segments[0].host == nullptr || segments[0].region == nullptr) return;
+  if (!CachingAllowedLocked()) return;
   DmaRegion& region = *segments[0].region;
   region.cached = true;
   CacheSet& set = SetOf(iova);
@@ -116,6 +117,22 @@ void Type1Backend::CacheTranslationLocked(uint64_t iova, AccessPlan& plan) {
 
 void Type1Backend::InvalidateTranslationsLocked() {
   translation_epoch_.store(detail::NewTranslationEpoch());
+  ++invalidations_;
+  ++invalidations_in_window_;
+}
+
+bool Type1Backend::CachingAllowedLocked() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - invalidation_window_ >= std::chrono::seconds(1)) {
+    invalidation_window_ = now;
+    invalidations_in_window_ = 0;
+  }
+  return invalidations_in_window_ < limits_.max_cache_invalidations_per_second;
+}
+
+uint64_t Type1Backend::translation_invalidations() const {
+  MutexLock lock(mu_);
+  return invalidations_;
 }
 
 void Type1Backend::WaitForCachedCopies() const { detail::WaitForCopyReaders(); }

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <memory>
@@ -27,6 +28,11 @@ struct Type1Limits {
   uint64_t max_mapped_bytes = std::numeric_limits<uint64_t>::max();
   // Bytes this container may hold pinned (locked) at once.
   uint64_t container_locked_limit = std::numeric_limits<uint64_t>::max();
+  // Unmaps a second that may invalidate the translation caches (each costs
+  // a process-wide barrier) before the backend stops filling them for the
+  // rest of that second: a guest IOMMU that maps and unmaps per I/O then
+  // pays for the locked path, not for a barrier per unmap.
+  uint32_t max_cache_invalidations_per_second = 256;
 };
 
 namespace detail {
@@ -136,6 +142,9 @@ class Type1Backend final : public IommuBackend {
   uint64_t mapped_bytes() const UMDEV_EXCLUDES(mu_);
   // Bytes pinned by this container (each page once, however many pins).
   uint64_t locked_bytes() const override UMDEV_EXCLUDES(mu_);
+  // Unmaps (and dirty-tracking switches) that invalidated the translation
+  // caches; see Type1Limits::max_cache_invalidations_per_second.
+  uint64_t translation_invalidations() const UMDEV_EXCLUDES(mu_);
   const Type1Limits& limits() const { return limits_; }
 
  private:
@@ -201,6 +210,8 @@ class Type1Backend final : public IommuBackend {
   // fd-backed piece.
   void CacheTranslationLocked(uint64_t iova, detail::AccessPlan& plan) UMDEV_REQUIRES(mu_);
   void InvalidateTranslationsLocked() UMDEV_REQUIRES(mu_);
+  // Whether a copy's mapping may be cached now (the invalidation budget).
+  bool CachingAllowedLocked() UMDEV_REQUIRES(mu_);
   void WaitForCachedCopies() const;
   void EndChannelCall() UMDEV_EXCLUDES(mu_);
 
@@ -221,6 +232,9 @@ class Type1Backend final : public IommuBackend {
   // Unique across the process (a backend later allocated at the same
   // address never matches an old thread's entries); written under mu_.
   std::atomic<uint64_t> translation_epoch_;
+  uint64_t invalidations_ UMDEV_GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point invalidation_window_ UMDEV_GUARDED_BY(mu_);
+  uint32_t invalidations_in_window_ UMDEV_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace umdev::pinning
