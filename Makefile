@@ -110,6 +110,7 @@ bench: build qemu-root
 	root="$$(bash scripts/qemu-root --print-path)" && UMDEV_QEMU_ROOT="$$root" \
 	  ./build/bench/vfio_user_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 	./build/bench/gpu_slice_bench
+	./build/bench/scale_bench
 
 # The Debian package, build/umdev_VERSION_ARCH.deb (docs/service.md): CPack
 # over the install rules of the tree the tests run, so the package holds the
