@@ -39,6 +39,16 @@ class PageRuns {
   void UnlockAll() const {
     for (const Run& run : runs_) ::munlock(run.begin, Length(run));
   }
+  // Faults every run in for reading inside the kernel (MADV_POPULATE_READ,
+  // Linux 5.14): one call per run instead of a trapped fault per page, and
+  // EFAULT where a page has no backing (past the end of its file). Returns 0
+  // or madvise's errno (EINVAL where the kernel lacks it).
+  int PopulateAll() const {
+    for (const Run& run : runs_) {
+      if (::madvise(run.begin, Length(run), MADV_POPULATE_READ) != 0) return errno;
+    }
+    return 0;
+  }
 
  private:
   struct Run {
