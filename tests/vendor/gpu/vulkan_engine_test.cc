@@ -142,3 +142,68 @@ TEST_F(VulkanEngineTest, SlicesRunFromSeveralThreadsAtOnce) {
 
 }  // namespace
 }  // namespace umdev::vendor::gpu
+
+namespace umdev::vendor::gpu {
+namespace {
+
+using testing::kEngineSliceBytes;
+using testing::ReadWords;
+
+// The slice's pipeline cache: a module run again (with other data, other
+// offsets, other push constants) still computes the right thing; the same
+// module under another entry point or with fewer bindings than it uses is
+// still checked and refused; more modules than the cache holds evict the
+// oldest without harm.
+class VulkanPipelineCacheTest : public VulkanEngineTest {};
+
+TEST_F(VulkanPipelineCacheTest, ARepeatedModuleComputesWithEachCommandsData) {
+  for (uint32_t round = 0; round < 8; ++round) {
+    DispatchCommand add = VectorAdd(64 + round * 16);
+    // Each round at other offsets: the descriptor set is the command's own.
+    const uint64_t base = round * 4096;
+    add.bindings = {{0, base, 1024}, {1, base + 1024, 1024}, {2, base + 2048, 1024}};
+    ASSERT_TRUE(slice_->Fill(base, 1024, round).has_value());
+    ASSERT_TRUE(slice_->Fill(base + 1024, 1024, 100).has_value());
+    ASSERT_TRUE(slice_->Fill(base + 2048, 1024, 0).has_value());
+    ASSERT_TRUE(slice_->Dispatch(add).has_value());
+    const auto sums = ReadWords(*slice_, base + 2048, 256);
+    for (size_t i = 0; i < sums.size(); ++i) {
+      ASSERT_EQ(sums[i], i < 64 + round * 16 ? round + 100 : 0u) << "round " << round << " word " << i;
+    }
+  }
+}
+
+TEST_F(VulkanPipelineCacheTest, AModuleThatRanIsStillCheckedUnderOtherBindingsOrEntryPoints) {
+  ASSERT_TRUE(slice_->Dispatch(VectorAdd(16)).has_value());
+  DispatchCommand renamed = VectorAdd(16);
+  renamed.entry_point = "not_there";
+  ExpectEinval(renamed);
+  DispatchCommand fewer = VectorAdd(16);
+  fewer.bindings.pop_back();  // The module writes binding 2.
+  ExpectEinval(fewer);
+  ASSERT_TRUE(slice_->Dispatch(VectorAdd(16)).has_value());
+}
+
+TEST_F(VulkanPipelineCacheTest, MoreModulesThanTheCacheHoldsEvictTheOldest) {
+  const DispatchCommand original = VectorAdd(64);
+  const std::vector<uint32_t> words(original.spirv.begin(), original.spirv.end());
+  // The header's generator word changes the bytes, not the meaning.
+  std::vector<std::vector<uint32_t>> variants;
+  for (uint32_t i = 0; i < 20; ++i) {
+    variants.push_back(words);
+    variants.back()[2] = 0x00080000u + i;
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& variant : variants) {
+      DispatchCommand add = VectorAdd(64);
+      add.spirv = variant;
+      ASSERT_TRUE(slice_->Fill(0, 1024, 5).has_value());
+      ASSERT_TRUE(slice_->Fill(1024, 1024, 6).has_value());
+      ASSERT_TRUE(slice_->Dispatch(add).has_value());
+      ASSERT_EQ(ReadWords(*slice_, 2048, 1).at(0), 11u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace umdev::vendor::gpu

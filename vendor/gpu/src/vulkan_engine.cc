@@ -20,6 +20,7 @@
 #include "umdev/vendor/gpu/engine.h"
 #include "vulkan_context.h"
 #include "vulkan_device.h"
+#include "vulkan_pipeline_cache.h"
 #include "vulkan_util.h"
 
 namespace umdev::vendor::gpu {
@@ -140,6 +141,9 @@ class VulkanSlice final : public Slice {
   Result<void> Allocate(const std::shared_ptr<VulkanContext>& ctx, const void* contents);
   Result<void> BuildAndSubmit(const std::shared_ptr<VulkanContext>& ctx,
                               const DispatchCommand& command, SubmitOutcome& outcome);
+  // Creates the module, layouts and pipeline for |command| into |objects|.
+  Result<void> BuildPipeline(VulkanContext& ctx, const DispatchCommand& command, DispatchObjects& objects,
+                             const std::function<Result<void>(VkResult, std::string_view)>& failed);
   // Frees the Vulkan objects before the memory they may point into; those
   // of an abandoned generation are dropped instead (work may be pending).
   void Release() {
@@ -168,6 +172,7 @@ class VulkanSlice final : public Slice {
   SharedMemory shared_;        // the memfd (imported memory)
   // A command of this slice was abandoned while it may still run.
   bool poisoned_ = false;
+  PipelineCache pipelines_;
 };
 
 Result<void> VulkanSlice::Run(const std::function<void(VkCommandBuffer)>& record) {
@@ -354,7 +359,9 @@ Result<void> VulkanSlice::CheckInterface(const DispatchCommand& command) {
 Result<void> VulkanSlice::Dispatch(const DispatchCommand& command) {
   UMDEV_TRY(CheckDispatch(size_, command));
   UMDEV_TRY(CheckDeviceLimits(command));
-  UMDEV_TRY(CheckInterface(command));
+  // A module this slice compiled before for the same entry point, bindings
+  // and push-constant size passed these checks and the validator then.
+  if (!pipelines_.Holds(command)) UMDEV_TRY(CheckInterface(command));
   for (int attempt = 0; attempt < kPrepareAttempts; ++attempt) {
     UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<VulkanContext> ctx, dev_->Current());
     UMDEV_TRY(BindTo(ctx));
@@ -380,6 +387,82 @@ Result<void> VulkanSlice::BuildAndSubmit(const std::shared_ptr<VulkanContext>& c
     return Fail(EINVAL, fmt::format("{}: {}", what, VkResultName(r)));
   };
 
+  const CachedPipeline* pipeline = pipelines_.Find(ctx, command);
+  if (pipeline == nullptr) {
+    UMDEV_TRY(BuildPipeline(*ctx, command, objects, failed));
+    pipeline = pipelines_.Insert(ctx, command,
+                                 {objects.module, objects.set_layout, objects.pipeline_layout, objects.pipeline});
+    // The cache owns them now; |objects| keeps the descriptor pool only.
+    objects.module = VK_NULL_HANDLE;
+    objects.set_layout = VK_NULL_HANDLE;
+    objects.pipeline_layout = VK_NULL_HANDLE;
+    objects.pipeline = VK_NULL_HANDLE;
+  }
+
+  VkDescriptorSet set = VK_NULL_HANDLE;
+  if (!command.bindings.empty()) {
+    const VkDescriptorPoolSize pool_size{.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                         .descriptorCount =
+                                             static_cast<uint32_t>(command.bindings.size())};
+    VkDescriptorPoolCreateInfo pool_info{};
+    pool_info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+    pool_info.maxSets = 1;
+    pool_info.poolSizeCount = 1;
+    pool_info.pPoolSizes = &pool_size;
+    if (VkResult r = vkCreateDescriptorPool(device, &pool_info, nullptr, &objects.descriptor_pool);
+        r != VK_SUCCESS) {
+      return dev_->CallFailed(*ctx, r, "vkCreateDescriptorPool");
+    }
+    VkDescriptorSetAllocateInfo set_alloc{};
+    set_alloc.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+    set_alloc.descriptorPool = objects.descriptor_pool;
+    set_alloc.descriptorSetCount = 1;
+    set_alloc.pSetLayouts = &pipeline->set_layout;
+    if (VkResult r = vkAllocateDescriptorSets(device, &set_alloc, &set); r != VK_SUCCESS) {
+      return dev_->CallFailed(*ctx, r, "vkAllocateDescriptorSets");
+    }
+    std::vector<VkDescriptorBufferInfo> infos;
+    infos.reserve(command.bindings.size());
+    std::vector<VkWriteDescriptorSet> writes;
+    for (const BufferBinding& b : command.bindings) {
+      infos.push_back(VkDescriptorBufferInfo{.buffer = buffer_, .offset = b.offset, .range = b.size});
+      VkWriteDescriptorSet write{};
+      write.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+      write.dstSet = set;
+      write.dstBinding = b.binding;
+      write.descriptorCount = 1;
+      write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      write.pBufferInfo = &infos.back();
+      writes.push_back(write);
+    }
+    vkUpdateDescriptorSets(device, static_cast<uint32_t>(writes.size()), writes.data(), 0,
+                           nullptr);
+  }
+
+  Result<void> result = dev_->Submit(*ctx, [&](VkCommandBuffer cmd) {
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline->pipeline);
+    if (set != VK_NULL_HANDLE) {
+      vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline->layout, 0, 1,
+                              &set, 0, nullptr);
+    }
+    if (!command.push_constants.empty()) {
+      vkCmdPushConstants(cmd, pipeline->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                         static_cast<uint32_t>(command.push_constants.size()),
+                         command.push_constants.data());
+    }
+    vkCmdDispatch(cmd, command.groups_x, command.groups_y, command.groups_z);
+  }, outcome);
+  if (outcome.abandoned) {
+    objects.KeepIn(*ctx);
+    pipelines_.Abandon();  // Kept by the abandoned generation: never destroyed.
+  }
+  return result;
+}
+
+Result<void> VulkanSlice::BuildPipeline(VulkanContext& ctx, const DispatchCommand& command,
+                                        DispatchObjects& objects,
+                                        const std::function<Result<void>(VkResult, std::string_view)>& failed) {
+  VkDevice device = ctx.device;
   VkShaderModuleCreateInfo module_info{};
   module_info.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
   module_info.codeSize = command.spirv.size_bytes();
@@ -404,7 +487,7 @@ Result<void> VulkanSlice::BuildAndSubmit(const std::shared_ptr<VulkanContext>& c
   set_info.pBindings = layout_bindings.data();
   if (VkResult r = vkCreateDescriptorSetLayout(device, &set_info, nullptr, &objects.set_layout);
       r != VK_SUCCESS) {
-    return dev_->CallFailed(*ctx, r, "vkCreateDescriptorSetLayout");
+    return dev_->CallFailed(ctx, r, "vkCreateDescriptorSetLayout");
   }
 
   const VkPushConstantRange push_range{.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
@@ -418,7 +501,7 @@ Result<void> VulkanSlice::BuildAndSubmit(const std::shared_ptr<VulkanContext>& c
   layout_info.pPushConstantRanges = &push_range;
   if (VkResult r = vkCreatePipelineLayout(device, &layout_info, nullptr, &objects.pipeline_layout);
       r != VK_SUCCESS) {
-    return dev_->CallFailed(*ctx, r, "vkCreatePipelineLayout");
+    return dev_->CallFailed(ctx, r, "vkCreatePipelineLayout");
   }
 
   VkComputePipelineCreateInfo pipeline_info{};
@@ -434,61 +517,7 @@ Result<void> VulkanSlice::BuildAndSubmit(const std::shared_ptr<VulkanContext>& c
     return failed(r, "vkCreateComputePipelines");
   }
 
-  VkDescriptorSet set = VK_NULL_HANDLE;
-  if (!command.bindings.empty()) {
-    const VkDescriptorPoolSize pool_size{.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                         .descriptorCount =
-                                             static_cast<uint32_t>(command.bindings.size())};
-    VkDescriptorPoolCreateInfo pool_info{};
-    pool_info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
-    pool_info.maxSets = 1;
-    pool_info.poolSizeCount = 1;
-    pool_info.pPoolSizes = &pool_size;
-    if (VkResult r = vkCreateDescriptorPool(device, &pool_info, nullptr, &objects.descriptor_pool);
-        r != VK_SUCCESS) {
-      return dev_->CallFailed(*ctx, r, "vkCreateDescriptorPool");
-    }
-    VkDescriptorSetAllocateInfo set_alloc{};
-    set_alloc.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
-    set_alloc.descriptorPool = objects.descriptor_pool;
-    set_alloc.descriptorSetCount = 1;
-    set_alloc.pSetLayouts = &objects.set_layout;
-    if (VkResult r = vkAllocateDescriptorSets(device, &set_alloc, &set); r != VK_SUCCESS) {
-      return dev_->CallFailed(*ctx, r, "vkAllocateDescriptorSets");
-    }
-    std::vector<VkDescriptorBufferInfo> infos;
-    infos.reserve(command.bindings.size());
-    std::vector<VkWriteDescriptorSet> writes;
-    for (const BufferBinding& b : command.bindings) {
-      infos.push_back(VkDescriptorBufferInfo{.buffer = buffer_, .offset = b.offset, .range = b.size});
-      VkWriteDescriptorSet write{};
-      write.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
-      write.dstSet = set;
-      write.dstBinding = b.binding;
-      write.descriptorCount = 1;
-      write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-      write.pBufferInfo = &infos.back();
-      writes.push_back(write);
-    }
-    vkUpdateDescriptorSets(device, static_cast<uint32_t>(writes.size()), writes.data(), 0,
-                           nullptr);
-  }
-
-  Result<void> result = dev_->Submit(*ctx, [&](VkCommandBuffer cmd) {
-    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, objects.pipeline);
-    if (set != VK_NULL_HANDLE) {
-      vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, objects.pipeline_layout, 0, 1,
-                              &set, 0, nullptr);
-    }
-    if (!command.push_constants.empty()) {
-      vkCmdPushConstants(cmd, objects.pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-                         static_cast<uint32_t>(command.push_constants.size()),
-                         command.push_constants.data());
-    }
-    vkCmdDispatch(cmd, command.groups_x, command.groups_y, command.groups_z);
-  }, outcome);
-  if (outcome.abandoned) objects.KeepIn(*ctx);
-  return result;
+  return {};
 }
 
 // Thread-safe.
