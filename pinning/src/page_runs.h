@@ -39,12 +39,21 @@ class PageRuns {
   void UnlockAll() const {
     for (const Run& run : runs_) ::munlock(run.begin, Length(run));
   }
-  // Faults every run in for reading inside the kernel (MADV_POPULATE_READ,
-  // Linux 5.14): one call per run instead of a trapped fault per page, and
-  // EFAULT where a page has no backing (past the end of its file). Returns 0
-  // or madvise's errno (EINVAL where the kernel lacks it).
-  int PopulateAll() const {
+  // Makes sure every page of every run is in memory, which also proves it
+  // has backing. A run whose pages are all resident (mincore) needs nothing:
+  // a page past the end of its file is never resident. Any other run is
+  // faulted in for reading inside the kernel (MADV_POPULATE_READ, Linux
+  // 5.14): one call instead of a trapped fault per page, and EFAULT where a
+  // page has no backing. Returns 0 or the failing call's errno (EINVAL
+  // where the kernel cannot populate). Runs are at most |max_pages| long.
+  template <size_t max_pages>
+  int EnsureResident() const {
     for (const Run& run : runs_) {
+      unsigned char resident[max_pages];
+      const size_t pages = Length(run) / kPageSize;
+      bool all = pages <= max_pages && ::mincore(run.begin, Length(run), resident) == 0;
+      for (size_t i = 0; all && i < pages; ++i) all = (resident[i] & 1) != 0;
+      if (all) continue;
       if (::madvise(run.begin, Length(run), MADV_POPULATE_READ) != 0) return errno;
     }
     return 0;

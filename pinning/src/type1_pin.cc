@@ -45,15 +45,16 @@ Result<std::vector<void*>> Type1Backend::PinPages(DmaUnmapListener& owner, uint6
   // no backing: the kernel's EFAULT for an unbacked vaddr. Probed, not
   // inferred from mlock(), which says ENOMEM for it (and, under ASan, which
   // makes mlock() a no-op, nothing at all). Pages pinned for the first time
-  // are populated by the kernel a run at a time (a trapped fault per page
-  // made a first pin cost ten times an mlock); the others, and all of them
-  // when that fails (to name the page without backing, or where the kernel
-  // cannot populate), are read under the SIGBUS guard.
+  // are checked a run at a time (resident, or populated by the kernel: a
+  // trapped fault per absent page made a first pin cost ten times an
+  // mlock); the others, and all of them when that fails (to name the page
+  // without backing, or where the kernel cannot populate), are read under
+  // the SIGBUS guard.
   PageRuns first_pins;
   for (const PinTarget& target : targets) {
     if (target.first_pin) first_pins.Add(target.host);
   }
-  const bool populated = first_pins.PopulateAll() == 0;
+  const bool populated = first_pins.EnsureResident<kMaxPinPages>() == 0;
   for (const PinTarget& target : targets) {
     // Pinned pages are resident: reading one costs nothing, no fault.
     if (populated && target.first_pin) continue;
