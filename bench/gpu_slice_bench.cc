@@ -317,7 +317,10 @@ void BM_FairShare(benchmark::State& state) {
 // --- Overhead ---
 
 enum Workload : int64_t { kVadd = 0, kCopyDeviceToDevice = 1, kCopyGuestToDevice = 2,
-                          kCopyDeviceToGuest = 3 };
+                          kCopyDeviceToGuest = 3, kVaddSmall = 4 };
+// The small DISPATCH: one workgroup of 64, where fixed costs (building or
+// finding the pipeline, the descriptor set, the submission) dominate.
+constexpr uint32_t kSmallElements = 64;
 
 // Slice layout: the kernel, its name and arguments, then three 1 MiB buffers.
 constexpr uint64_t kModule = 0;
@@ -347,13 +350,16 @@ OverheadWork PrepareWork(int64_t workload, Instance& instance, Slice& slice, Gue
   }
   std::memset(guest.At(kGuestData), 0x5a, kBufBytes);
   switch (workload) {
-    case kVadd: {
+    case kVadd:
+    case kVaddSmall: {
       const BuiltinKernel* kernel = FindBuiltinKernel("umdev_vadd_u32");
       if (kernel == nullptr) std::abort();
+      const uint32_t elements = workload == kVaddSmall ? kSmallElements : kElements;
+      const uint64_t bytes = static_cast<uint64_t>(elements) * 4;
       instance.WriteSlice(kModule, std::as_bytes(kernel->spirv));
       const std::string name(kernel->name);
       instance.WriteSlice(kName, std::as_bytes(std::span(name.c_str(), name.size() + 1)));
-      const uint32_t groups = kElements / kernel->local_size_x;
+      const uint32_t groups = elements / kernel->local_size_x;
       std::vector<std::byte> args(kArgsHeaderSize + 3 * kArgsBindingSize + 4);
       const uint32_t header[6] = {groups, 1, 1, 3, 4, 0};
       std::memcpy(args.data(), header, sizeof(header));
@@ -362,15 +368,15 @@ OverheadWork PrepareWork(int64_t workload, Instance& instance, Slice& slice, Gue
         std::byte* at = args.data() + kArgsHeaderSize + b * kArgsBindingSize;
         std::memcpy(at, &b, 4);
         std::memcpy(at + 8, &buffers[b], 8);
-        std::memcpy(at + 16, &kBufBytes, 8);
+        std::memcpy(at + 16, &bytes, 8);
       }
-      std::memcpy(args.data() + kArgsHeaderSize + 3 * kArgsBindingSize, &kElements, 4);
+      std::memcpy(args.data() + kArgsHeaderSize + 3 * kArgsBindingSize, &elements, 4);
       instance.WriteSlice(kArgs, args);
-      push.assign(1, kElements);
+      push.assign(1, elements);
       auto command = std::make_shared<DispatchCommand>(DispatchCommand{
           .spirv = kernel->spirv, .entry_point = name,
           .push_constants = std::as_bytes(std::span(push)),
-          .bindings = {{0, kBufA, kBufBytes}, {1, kBufB, kBufBytes}, {2, kBufC, kBufBytes}},
+          .bindings = {{0, kBufA, bytes}, {1, kBufB, bytes}, {2, kBufC, bytes}},
           .groups_x = groups});
       return {Entry()
                   .U32(kEntryOpcode, kOpDispatch)
@@ -482,7 +488,7 @@ void BM_Overhead(benchmark::State& state) {
   state.counters["overhead_pct"] = 100 * (ring.count() / direct.count() - 1);
   state.counters["inline_pct"] = 100 * (ring.count() / inline_direct.count() - 1);
   static constexpr const char* kNames[] = {"vadd 256Ki", "copy d2d 1MiB", "copy g2d 1MiB",
-                                           "copy d2g 1MiB"};
+                                           "copy d2g 1MiB", "vadd 64"};
   state.SetLabel(std::string(state.range(0) == kVulkanEngine ? "vulkan " : "cpu ") +
                  kNames[state.range(1)]);
 }
@@ -497,7 +503,7 @@ void FairShareArgs(benchmark::internal::Benchmark* b) {
 
 void OverheadArgs(benchmark::internal::Benchmark* b) {
   for (int64_t engine : {kCpuEngine, kVulkanEngine}) {
-    for (int64_t w : {kVadd, kCopyDeviceToDevice, kCopyGuestToDevice, kCopyDeviceToGuest}) {
+    for (int64_t w : {kVadd, kCopyDeviceToDevice, kCopyGuestToDevice, kCopyDeviceToGuest, kVaddSmall}) {
       b->Args({engine, w});
     }
   }
