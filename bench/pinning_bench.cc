@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_check.h"
 #include "umdev/common/mapping.h"
 #include "umdev/common/unique_fd.h"
 #include "umdev/pinning/type1_backend.h"
@@ -44,14 +45,7 @@ DmaMapRequest FdlessRequest(uint64_t iova, uint64_t size) {
                        .fd = UniqueFd(), .offset = 0};
 }
 
-template <typename T>
-T Check(Result<T> result) {
-  if (!result.has_value()) {
-    spdlog::critical("pinning_bench: {}", result.error().Describe());
-    std::abort();
-  }
-  if constexpr (!std::is_void_v<T>) return std::move(result).value();
-}
+using bench::Check;
 
 // A pinning device that never needs to unpin on request: benchmarks unpin.
 class BenchListener : public DmaUnmapListener {

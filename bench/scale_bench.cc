@@ -21,6 +21,7 @@
 #include <regex>
 #include <string>
 
+#include "bench_check.h"
 #include "e2e/umdevd_process.h"
 #include "umdev/common/unix_address.h"
 #include "umdev/common/unique_fd.h"
@@ -32,14 +33,7 @@ namespace {
 
 constexpr int kDevices = 1000;
 
-template <typename T>
-T Check(Result<T> result) {
-  if (!result.has_value()) {
-    spdlog::critical("scale_bench: {}", result.error().Describe());
-    std::abort();
-  }
-  if constexpr (!std::is_void_v<T>) return std::move(result).value();
-}
+using bench::Check;
 
 // On tmpfs where there is one, as umdevd's /run/umdev is: a socket's bind()
 // on a disk file system costs what the disk's journal costs that moment.

@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "bench_check.h"
 #include "e2e/qemu_qtest.h"
 #include "e2e/umdevd_process.h"
 #include "fakes/pci_test_device.h"
@@ -34,14 +35,7 @@ constexpr double kMinTime = 0.5;  // Seconds per benchmark.
 constexpr size_t kRequestBytes = kHeaderSize + sizeof(RegionAccessPayload);
 constexpr size_t kReplyBytes = kRequestBytes + 4;
 
-template <typename T>
-T Check(Result<T> result) {
-  if (!result.has_value()) {
-    spdlog::critical("vfio_user_bench: {}", result.error().Describe());
-    std::abort();
-  }
-  if constexpr (!std::is_void_v<T>) return std::move(result).value();
-}
+using bench::Check;
 
 void WriteAll(int fd, const void* data, size_t size) {
   if (::send(fd, data, size, MSG_NOSIGNAL) != static_cast<ssize_t>(size)) std::abort();
