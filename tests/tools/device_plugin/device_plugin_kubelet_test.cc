@@ -293,6 +293,22 @@ TEST_F(DevicePluginKubeletTest, RegistersAgainWhenKubeletRestarts) {
   EXPECT_EQ(HealthySerialDevices().size(), 3u);
 }
 
+TEST_F(DevicePluginKubeletTest, ARefusedRegistrationIsTriedAgain) {
+  ASSERT_EQ(kubelet_->WaitForRegistrations(2).size(), 2u) << Log();
+  // kubelet restarts and refuses the first registrations (another plugin
+  // still held the names): the plugin keeps trying at each poll.
+  kubelet_->Stop();
+  kubelet_ = std::make_unique<KubeletStub>(plugin_dir_);
+  kubelet_->RefuseNext(3);
+  ASSERT_TRUE(kubelet_->Start());
+  const auto registrations = kubelet_->WaitForRegistrations(2);
+  ASSERT_EQ(registrations.size(), 2u) << Log();
+  EXPECT_EQ(kubelet_->refused(), 3);
+  EXPECT_NE(registrations[0].resource_name(), registrations[1].resource_name());
+  EXPECT_THAT(Log(), HasSubstr("kubelet did not register it"));
+  EXPECT_EQ(HealthySerialDevices().size(), 3u);
+}
+
 TEST_F(DevicePluginKubeletTest, ADaemonRestartAndAMissingParentAreSeen) {
   const std::vector<std::string> ids = HealthySerialDevices();
   ASSERT_EQ(ids.size(), 3u) << Log();

@@ -43,9 +43,24 @@ class KubeletStub final : public v1beta1::Registration::Service {
 
   grpc::Status Register(grpc::ServerContext*, const v1beta1::RegisterRequest* request, v1beta1::Empty*) override {
     std::lock_guard lock(mu_);
+    if (refusals_left_ > 0) {
+      // As kubelet refuses a resource name another plugin holds.
+      --refusals_left_;
+      ++refused_;
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "resource name taken");
+    }
     registrations_.push_back(*request);
     changed_.notify_all();
     return grpc::Status::OK;
+  }
+  // The next |count| Register calls fail.
+  void RefuseNext(int count) {
+    std::lock_guard lock(mu_);
+    refusals_left_ = count;
+  }
+  int refused() {
+    std::lock_guard lock(mu_);
+    return refused_;
   }
 
   // Waits (up to 20 s) until |count| registrations have been recorded.
@@ -67,6 +82,8 @@ class KubeletStub final : public v1beta1::Registration::Service {
   std::mutex mu_;
   std::condition_variable changed_;
   std::vector<v1beta1::RegisterRequest> registrations_;
+  int refusals_left_ = 0;
+  int refused_ = 0;
 };
 
 }  // namespace umdev::test
