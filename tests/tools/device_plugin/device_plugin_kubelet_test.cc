@@ -105,7 +105,7 @@ class DevicePluginKubeletTest : public CliFixture {
 
   int StopPlugin() { return Terminate(plugin_); }
 
-  std::string Cdi() const { return (dir_ / "cdi" / "umdev.io-device.json").string(); }
+  std::string Cdi() const { return cdi_.empty() ? (dir_ / "cdi" / "umdev.io-device.json").string() : cdi_; }
   std::string Log() const { return ReadFile(dir_ / "plugin.log"); }
 
   // The serial resource's devices once all three are healthy. A stream the
@@ -124,6 +124,7 @@ class DevicePluginKubeletTest : public CliFixture {
   }
 
   std::string plugin_dir_;
+  std::string cdi_;  // Where StartPlugin puts the CDI spec (default: DIR/cdi/).
   std::unique_ptr<KubeletStub> kubelet_;
   pid_t plugin_ = -1;
 };
@@ -336,6 +337,18 @@ TEST_F(DevicePluginKubeletTest, SigtermStopsCleanlyAndARestartAdoptsTheInstances
   StartPlugin();
   ASSERT_EQ(kubelet_->WaitForRegistrations(4).size(), 4u) << Log();
   EXPECT_EQ(HealthySerialDevices(), ids);  // The same instances, no new ones.
+}
+
+TEST_F(DevicePluginKubeletTest, ACdiSpecThatCannotBeWrittenDoesNotStopTheDevices) {
+  ASSERT_EQ(kubelet_->WaitForRegistrations(2).size(), 2u) << Log();
+  ASSERT_EQ(StopPlugin(), 0);
+  // A file where the spec's folder should be.
+  cdi_ = (dir_ / "blocker" / "umdev.io-device.json").string();
+  WriteFile("blocker", "x");
+  StartPlugin();
+  ASSERT_EQ(kubelet_->WaitForRegistrations(4).size(), 4u) << Log();
+  EXPECT_EQ(HealthySerialDevices().size(), 3u);
+  EXPECT_THAT(Log(), HasSubstr("CDI spec not written"));
 }
 
 TEST_F(DevicePluginKubeletTest, BadConfigurationsAreRefusedAtStart) {
