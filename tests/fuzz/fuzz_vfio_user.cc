@@ -114,10 +114,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World* world = new World();
   if (size == 0) return 0;
   const Uuid& uuid = world->devices[(data[0] & 3) != 0 ? 1 : 0];
-  // The previous input's session must be gone before this one connects.
-  for (int i = 0; i < 2000 && world->server->IsConnected(uuid); ++i) {
-    std::this_thread::sleep_for(std::chrono::microseconds(500));
-  }
   UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr = UnixAddress(world->server->SocketPath(uuid)).value();
   if (::connect(socket.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return 0;
@@ -141,5 +137,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Drain(socket.get(), 0);
   }
   Drain(socket.get(), 5);
+  // The session must be gone before the next input connects, and before
+  // libFuzzer exits after the last one: a session still tearing down (it
+  // unmaps and logs) while exit() destroys the logger and LeakSanitizer
+  // stops the world is a use-after-free whose report then deadlocks.
+  socket.Reset();
+  for (int i = 0; i < 2000 && world->server->IsConnected(uuid); ++i) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
   return 0;
 }
