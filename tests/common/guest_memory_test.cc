@@ -78,6 +78,50 @@ TEST(GuestMemoryTest, ManyFaultsOnManyThreads) {
   EXPECT_EQ(faults.load(), 400);
 }
 
+// Every size class of the copy (quadwords, trailing bytes, the long form)
+// copies exactly its bytes, at any alignment, and touches nothing around.
+TEST(GuestMemoryTest, EverySizeAndAlignmentCopiesExactly) {
+  std::vector<std::byte> from(300), to(320);
+  for (size_t i = 0; i < from.size(); ++i) from[i] = static_cast<std::byte>(i * 7 + 1);
+  for (size_t size : {1, 3, 7, 8, 9, 15, 16, 31, 63, 64, 65, 200}) {
+    for (size_t skew : {0, 1, 5}) {
+      std::fill(to.begin(), to.end(), std::byte{0xee});
+      ASSERT_TRUE(CopyGuestMemory(to.data() + 8 + skew, from.data() + skew, size));
+      for (size_t i = 0; i < to.size(); ++i) {
+        const bool inside = i >= 8 + skew && i < 8 + skew + size;
+        ASSERT_EQ(to[i], inside ? from[i - 8] : std::byte{0xee}) << size << "/" << skew << "@" << i;
+      }
+    }
+  }
+}
+
+// A fault at each kind of access (a quadword or a byte, loaded or stored,
+// and the long form) is EFAULT, and what lies before the unbacked page has
+// been copied.
+TEST(GuestMemoryTest, AFaultAtEveryAccessKindIsEfault) {
+  TruncatedMapping guest(4, 1);
+  std::vector<std::byte> host(256, std::byte{0x11});
+  for (size_t before : {0, 3, 8}) {
+    for (size_t size : {5, 8, 13, 24, 100}) {
+      if (size <= before) continue;  // All of it backed.
+      std::byte* at = guest.base + kPage - before;
+      std::vector<std::byte> out(size, std::byte{0});
+      auto read = CopyGuestMemory(out.data(), at, size);
+      ASSERT_FALSE(read.has_value()) << before << "/" << size;
+      EXPECT_EQ(read.error().code, EFAULT);
+      for (size_t i = 0; i < std::min(before, size) / 8 * 8; ++i) {
+        EXPECT_EQ(out[i], at[i]) << before << "/" << size << "@" << i;
+      }
+      auto written = CopyGuestMemory(at, host.data(), size);
+      ASSERT_FALSE(written.has_value()) << before << "/" << size;
+      EXPECT_EQ(written.error().code, EFAULT);
+    }
+  }
+  // The guarded copy still works on this thread afterwards.
+  std::byte word[8];
+  EXPECT_TRUE(CopyGuestMemory(word, guest.base, sizeof(word)));
+}
+
 TEST(GuestMemoryTest, ProbeFindsTheFirstUnbackedPage) {
   TruncatedMapping guest(4, 2);
   EXPECT_TRUE(ProbeGuestMemory(guest.base, 2 * kPage));
