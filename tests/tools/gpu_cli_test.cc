@@ -44,7 +44,12 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
 
 TEST_F(GpuCliTest, TheParentShowsItsEngineSchedulerAndMemoryLeft) {
   const std::string all = Ctl("attr -p gpu-cpu").out;
-  EXPECT_EQ(all.rfind("engine=cpu (tbb, ", 0), 0u) << all;  // The thread count is the host's.
+  // Nothing polled yet; the thread count is the host's.
+  EXPECT_EQ(all.rfind("doorbell_polling_ns=0\ndoorbell_rings=0\ndoorbell_spin_us=200\n"
+                      "engine=cpu (tbb, ",
+                      0),
+            0u)
+      << all;
   EXPECT_NE(all.find(")\nmemory_free=16777216\nmemory_total=16777216\n"
                      "scheduler_policy=equal_share\ntime_slice_us=1000\n"),
             std::string::npos)

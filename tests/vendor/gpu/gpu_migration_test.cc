@@ -52,9 +52,9 @@ class GpuMigrationTest : public GpuDeviceFixture {
   }
   // A fresh instance of the same type replaces the device (the guest RAM,
   // which the VMM migrates itself, stays).
-  void Replace() {
+  void Replace(GpuDeviceOptions options = {}) {
     DestroyDevice();
-    MakeDevice();
+    MakeDevice(std::move(options));
   }
   // Writes |stream| in odd-sized pieces and ends RESUMING.
   // A refused piece ends the writing; the first error is returned.
@@ -158,6 +158,43 @@ TEST_P(GpuMigrationTest, EntriesPendingAtStopRunAfterResume) {
   EXPECT_EQ(Reg(kRegQueueHead), 2u);
   EXPECT_EQ(Reg64(kRegFenceDone), 9u);
   EXPECT_EQ(SliceBytes()[4095], std::byte{0x77});
+}
+
+// A polled tail travels with the device state: entries stored in the
+// doorbell page while stopped run on the destination, whose page holds the
+// tail. A destination without a page refuses such a state.
+TEST_P(GpuMigrationTest, APolledTailMigratesIntoTheDestinationsPage) {
+  auto poller = std::make_shared<DoorbellPoller>(
+      DoorbellPollerOptions{.spin = std::chrono::seconds(30)});
+  Replace({.doorbell_poller = poller});
+  EnableQueue();
+  SetReg(kRegQueueCtrl, 0);
+  SetReg(kRegQueueCtrl, kQueueEnable | kQueueDoorbellPage);
+  ASSERT_TRUE(Go(kStop).has_value());
+  std::memcpy(Guest(kRingIova), Fill(0, 4096, 0x55555555).bytes, kEntrySize);
+  std::memcpy(Guest(kRingIova + kEntrySize), Fence(kDataIova, 12).bytes, kEntrySize);
+  const uint32_t tail = 2;
+  ASSERT_TRUE(device_->RegionWrite(VFIO_PCI_BAR4_REGION_INDEX, kDbTail,
+                                   std::as_bytes(std::span(&tail, 1))).has_value());
+  const auto stream = SaveStopCopy();
+
+  Replace();  // No doorbell page.
+  auto refused = Resume(stream);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, EINVAL);
+
+  Replace({.doorbell_poller = poller});
+  ASSERT_TRUE(Resume(stream).has_value());
+  EXPECT_EQ(Reg(kRegQueueCtrl), kQueueEnable | kQueueDoorbellPage);
+  uint32_t page_tail = 0;
+  ASSERT_TRUE(device_->RegionRead(VFIO_PCI_BAR4_REGION_INDEX, kDbTail,
+                                  std::as_writable_bytes(std::span(&page_tail, 1))).has_value());
+  EXPECT_EQ(page_tail, 2u);
+  ASSERT_TRUE(Go(kRunning).has_value());
+  SetReg(kRegDoorbell, 1);
+  ASSERT_TRUE(device_->WaitIdle());
+  EXPECT_EQ(Reg(kRegQueueHead), 2u);
+  EXPECT_EQ(Reg64(kRegFenceDone), 12u);
 }
 
 TEST_P(GpuMigrationTest, PreCopyResendsPagesTheRingAndTheMmapChanged) {

@@ -125,12 +125,43 @@ TEST(GpuParentTest, ConfigEntry) {
                           R"({"driver":"gpu","dispatch_timeout_ms":0})",
                           R"({"driver":"gpu","dispatch_timeout_ms":"2s"})",
                           R"({"driver":"gpu","dispatch_timeout_ms":60001})",
+                          R"({"driver":"gpu","engine":"cpu","doorbell_spin_us":100001})",
+                          R"({"driver":"gpu","engine":"cpu","doorbell_spin_us":-1})",
+                          R"({"driver":"gpu","engine":"cpu","doorbell_spin_us":"1ms"})",
                           // The CPU engine's built-in kernels always end.
                           R"({"driver":"gpu","engine":"cpu","dispatch_timeout_ms":500})"}) {
     auto refused = MakeGpuParentFromConfig(nlohmann::json::parse(bad));
     ASSERT_FALSE(refused.has_value()) << bad;
     EXPECT_EQ(refused.error().code, EINVAL) << bad;
   }
+}
+
+// doorbell_spin_us: the instances' doorbell page and its poller; 0 takes
+// the page away (every doorbell traps).
+TEST(GpuParentTest, DoorbellSpinFromTheConfigEntry) {
+  NoDma dma;
+  for (const auto& [spin, page] : {std::pair{"", true}, std::pair{",\"doorbell_spin_us\":0", false},
+                                   std::pair{",\"doorbell_spin_us\":100000", true}}) {
+    auto parent = MakeGpuParentFromConfig(nlohmann::json::parse(
+        std::string(R"({"driver":"gpu","engine":"cpu","memory":"16M")") + spin + "}"));
+    ASSERT_TRUE(parent.has_value()) << parent.error().Describe();
+    auto device = (*parent)->Probe(ProbeContext{.type = (*parent)->types()[0], .uuid = Uuid{},
+                                                .dma = dma});
+    ASSERT_TRUE(device.has_value());
+    uint32_t caps = 0;
+    ASSERT_TRUE((*device)->RegionRead(VFIO_PCI_BAR0_REGION_INDEX, kRegCaps,
+                                      std::as_writable_bytes(std::span(&caps, 1))).has_value());
+    EXPECT_EQ((caps & kCapDoorbellPage) != 0, page) << spin;
+    EXPECT_EQ((*device)->GetRegionInfo(VFIO_PCI_BAR4_REGION_INDEX)->size,
+              page ? kDoorbellPageSize : 0u) << spin;
+    EXPECT_EQ(*(*parent)->ReadAttribute("doorbell_rings"), "0");
+    EXPECT_EQ(*(*parent)->ReadAttribute("doorbell_polling_ns"), "0");
+    device->reset();
+  }
+  auto parent = MakeGpuParentFromConfig(nlohmann::json::parse(
+      R"({"driver":"gpu","engine":"cpu","memory":"16M","doorbell_spin_us":750})"));
+  ASSERT_TRUE(parent.has_value());
+  EXPECT_EQ(*(*parent)->ReadAttribute("doorbell_spin_us"), "750");
 }
 
 TEST(GpuParentTest, ConfigEntryForAVulkanDevice) {

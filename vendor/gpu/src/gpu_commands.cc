@@ -40,14 +40,14 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
     }
     if (finish_in_flight) {
       if (!in_flight_) return std::nullopt;
-    } else if (quiesced_ || !runnable || head_ == tail_) {
+    } else if (quiesced_ || !runnable || head_ == TailNow()) {
       return std::nullopt;
     }
     if (in_flight_) {
       current = *in_flight_;
       resumed = true;
     } else {
-      if (tail_ - head_ > queue_size_) {
+      if (TailNow() - head_ > queue_size_) {
         SetError(EINVAL, head_, false);  // TAIL ran more than a ring ahead.
         cv_.NotifyAll();
         return CommandCost{.failed = true};
@@ -100,7 +100,12 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
   ++stats_.commands;
   if (Load<uint32_t>(entry + kEntryOpcode) == kOpFence) {
     fence_done_ = Load<uint64_t>(entry + kFenceValue);
-    if ((Load<uint32_t>(entry + kEntryFlags) & kFenceInterrupt) != 0) RaiseCause(kIntFence);
+    if ((Load<uint32_t>(entry + kEntryFlags) & kFenceInterrupt) != 0) {
+      RaiseCause(kIntFence);
+      // A guest woken by a fence tends to submit again soon: have the page
+      // polled, so that its next doorbell needs no trap.
+      if ((queue_ctrl_ & kQueueDoorbellPage) != 0) doorbell_watch_->Activate();
+    }
   }
   return cost;
 }

@@ -73,6 +73,14 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
                            .pba_bar = 0,
                            .pba_offset = kMsixPbaOffset});
     (void)config_.AddPciExpress();
+  }
+  CreateDoorbellPage();
+  {
+    MutexLock lock(mu_);
+    if (doorbell_page_.valid()) {
+      (void)config_.DefineBar(kDoorbellBar,
+                              {.type = PciBarType::kMem32, .size = kDoorbellPageSize});
+    }
     ResetRegisters();
   }
   {
@@ -85,9 +93,16 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
   } else {
     attach_error_ = attached.error();
   }
+  if (doorbell_page_.valid() && attachment_) {
+    auto* page = reinterpret_cast<uint32_t*>(doorbell_page_.data());
+    doorbell_watch_ = options_.doorbell_poller->Add(
+        DoorbellWords{.tail = page + kDbTail / 4, .polling = page + kDbPolling / 4},
+        [this] { attachment_->Kick(); });
+  }
 }
 
 GpuDevice::~GpuDevice() {
+  doorbell_watch_.reset();  // No ring callback runs after this.
   attachment_.reset();  // No RunOne() runs after this.
   {
     MutexLock exec(exec_mu_);
@@ -104,6 +119,8 @@ void GpuDevice::ResetRegisters() {
   queue_size_ = 0;
   queue_ctrl_ = 0;
   head_ = tail_ = 0;
+  if (doorbell_page_.valid()) StoreDoorbellTail(0);
+  if (doorbell_watch_) doorbell_watch_->Deactivate();
   fence_done_ = 0;
   int_status_ = 0;
   int_mask_ = 0;
@@ -163,9 +180,15 @@ Result<RegionInfo> GpuDevice::GetRegionInfo(uint32_t index) {
       MutexLock lock(mu_);
       return RegionInfo{.flags = kRw, .size = config_.size()};
     }
+    case VFIO_PCI_BAR4_REGION_INDEX:
+      if (!doorbell_page_.valid()) return RegionInfo{};
+      return RegionInfo{.flags = kRw | VFIO_REGION_INFO_FLAG_MMAP,
+                        .size = kDoorbellPageSize,
+                        .sparse_mmap = {{.offset = 0, .size = kDoorbellPageSize}},
+                        .mmap_fd = doorbell_fd_.get(),
+                        .mmap_offset = 0};
     case VFIO_PCI_BAR1_REGION_INDEX:
     case VFIO_PCI_BAR3_REGION_INDEX:
-    case VFIO_PCI_BAR4_REGION_INDEX:
     case VFIO_PCI_BAR5_REGION_INDEX:
     case VFIO_PCI_ROM_REGION_INDEX:
     case VFIO_PCI_VGA_REGION_INDEX:
@@ -181,6 +204,8 @@ Result<size_t> GpuDevice::RegionRead(uint32_t index, uint64_t offset, std::span<
       return Bar0Access(offset, out, {});
     case VFIO_PCI_BAR2_REGION_INDEX:
       return Bar2Access(offset, out, {});
+    case VFIO_PCI_BAR4_REGION_INDEX:
+      return DoorbellAccess(offset, out, {});
     case VFIO_PCI_CONFIG_REGION_INDEX: {
       MutexLock lock(mu_);
       if (!InRange(offset, out.size(), config_.size())) {
@@ -201,6 +226,8 @@ Result<size_t> GpuDevice::RegionWrite(uint32_t index, uint64_t offset,
       return Bar0Access(offset, {}, data);
     case VFIO_PCI_BAR2_REGION_INDEX:
       return Bar2Access(offset, {}, data);
+    case VFIO_PCI_BAR4_REGION_INDEX:
+      return DoorbellAccess(offset, {}, data);
     case VFIO_PCI_CONFIG_REGION_INDEX: {
       MutexLock lock(mu_);
       if (!InRange(offset, data.size(), config_.size())) {
@@ -266,7 +293,8 @@ uint32_t GpuDevice::ReadRegister(uint32_t offset) const {
     case kRegVersion: return kVersionValue;
     case kRegCaps:
       return (options_.builtin_kernels_only ? kCapBuiltinOnly : kCapSpirv) |
-             (slice_->memory_fd() >= 0 ? kCapMmap : 0);
+             (slice_->memory_fd() >= 0 ? kCapMmap : 0) |
+             (doorbell_page_.valid() ? kCapDoorbellPage : 0);
     case kRegComputeShare: return options_.compute_share_permille;
     case kRegMemSize: return static_cast<uint32_t>(slice_->size());
     case kRegMemSize + 4: return static_cast<uint32_t>(slice_->size() >> 32);
@@ -275,7 +303,7 @@ uint32_t GpuDevice::ReadRegister(uint32_t offset) const {
     case kRegQueueSize: return queue_size_;
     case kRegQueueCtrl: return queue_ctrl_;
     case kRegQueueHead: return head_;
-    case kRegQueueTail: return tail_;
+    case kRegQueueTail: return TailNow();
     case kRegFenceDone: return static_cast<uint32_t>(fence_done_);
     case kRegFenceDone + 4: return static_cast<uint32_t>(fence_done_ >> 32);
     case kRegIntStatus: return int_status_;
@@ -312,22 +340,29 @@ bool GpuDevice::WriteRegister(uint32_t offset, uint32_t value, bool& reset) {
       in_flight_.reset();
       if ((value & kQueueEnable) == 0) {
         queue_ctrl_ = 0;
+        if (doorbell_watch_) doorbell_watch_->Deactivate();
         cv_.NotifyAll();
         return false;
       }
       if ((queue_ctrl_ & kQueueEnable) != 0) return false;
       if (queue_base_ % kQueueAlign != 0 || queue_size_ < kMinQueueSize ||
-          queue_size_ > kMaxQueueSize || !std::has_single_bit(queue_size_)) {
+          queue_size_ > kMaxQueueSize || !std::has_single_bit(queue_size_) ||
+          ((value & kQueueDoorbellPage) != 0 && !doorbell_watch_)) {
         SetError(EINVAL, head_, false);
         return false;
       }
-      queue_ctrl_ = kQueueEnable;
+      queue_ctrl_ = value & (kQueueEnable | kQueueDoorbellPage);
       head_ = tail_ = 0;
+      if (doorbell_page_.valid()) StoreDoorbellTail(0);
       return false;
     case kRegQueueTail:
       tail_ = value;
+      if ((queue_ctrl_ & kQueueDoorbellPage) != 0) StoreDoorbellTail(value);
       return false;
     case kRegDoorbell:
+      // Under a polled tail a trapped doorbell means the page was not
+      // polled: poll it again for a while.
+      if ((queue_ctrl_ & kQueueDoorbellPage) != 0) doorbell_watch_->Activate();
       return true;
     case kRegIntStatus:
       int_status_ &= ~value;
@@ -452,7 +487,8 @@ Result<std::string> GpuDevice::ReadAttribute(std::string_view name) {
 bool GpuDevice::WaitIdle(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   MutexLock lock(mu_);
-  while (running_ || ((queue_ctrl_ & kQueueEnable) != 0 && error_code_ == 0 && head_ != tail_)) {
+  while (running_ ||
+         ((queue_ctrl_ & kQueueEnable) != 0 && error_code_ == 0 && head_ != TailNow())) {
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return false;
     cv_.WaitFor(mu_, deadline - now);

@@ -426,7 +426,7 @@ std::vector<std::byte> GpuDevice::EncodeDeviceState() {
   w.U32(queue_size_);
   w.U32(queue_ctrl_);
   w.U32(head_);
-  w.U32(tail_);
+  w.U32(TailNow());
   w.U64(fence_done_);
   w.U32(int_status_);
   w.U32(int_mask_);
@@ -471,7 +471,10 @@ Result<void> GpuDevice::LoadDeviceState(std::span<const std::byte> payload) {
   const auto config = r.Take(config_.size());
   constexpr uint32_t kCauses = kIntFence | kIntError;
   if (config_size != config_.size()) return Malformed("configuration space size");
-  if (queue_ctrl != 0 && queue_ctrl != kQueueEnable) return Malformed("QUEUE_CTRL");
+  const uint32_t valid_ctrl = kQueueEnable | (doorbell_page_.valid() ? kQueueDoorbellPage : 0);
+  if (queue_ctrl != 0 && ((queue_ctrl & kQueueEnable) == 0 || (queue_ctrl & ~valid_ctrl) != 0)) {
+    return Malformed("QUEUE_CTRL (a polled tail needs a doorbell page)");
+  }
   if (queue_ctrl != 0 && (queue_base % kQueueAlign != 0 || queue_size < kMinQueueSize ||
                           queue_size > kMaxQueueSize || !std::has_single_bit(queue_size))) {
     return Malformed("an enabled queue's base or size");
@@ -496,6 +499,7 @@ Result<void> GpuDevice::LoadDeviceState(std::span<const std::byte> payload) {
   queue_ctrl_ = queue_ctrl;
   head_ = head;
   tail_ = tail;
+  if ((queue_ctrl_ & kQueueDoorbellPage) != 0) StoreDoorbellTail(tail);
   fence_done_ = fence_done;
   int_status_ = int_status;
   int_mask_ = int_mask;

@@ -100,7 +100,9 @@ GpuParent::GpuParent(GpuParentOptions options, std::shared_ptr<Engine> engine,
       engine_(std::move(engine)),
       loop_(std::move(loop)),
       runner_(std::move(runner)),
-      budget_(std::make_shared<Budget>()) {}
+      budget_(std::make_shared<Budget>()),
+      doorbell_poller_(std::make_shared<DoorbellPoller>(
+          DoorbellPollerOptions{.spin = options_.doorbell_spin})) {}
 
 std::vector<MdevTypeSpec> GpuParent::types() const {
   std::vector<MdevTypeSpec> out;
@@ -116,7 +118,8 @@ std::vector<MdevTypeSpec> GpuParent::types() const {
 }
 
 std::vector<std::string> GpuParent::AttributeNames() const {
-  return {"engine", "scheduler_policy", "time_slice_us", "memory_total", "memory_free"};
+  return {"engine",       "scheduler_policy", "time_slice_us",       "memory_total",
+          "memory_free",  "doorbell_spin_us", "doorbell_polling_ns", "doorbell_rings"};
 }
 
 Result<std::string> GpuParent::ReadAttribute(std::string_view name) const {
@@ -127,6 +130,13 @@ Result<std::string> GpuParent::ReadAttribute(std::string_view name) const {
   if (name == "time_slice_us") return std::to_string(options_.scheduler.time_slice.count());
   if (name == "memory_total") return std::to_string(options_.memory);
   if (name == "memory_free") return std::to_string(options_.memory / 8 * free_eighths());
+  if (name == "doorbell_spin_us") {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::microseconds>(options_.doorbell_spin).count());
+  }
+  const DoorbellPollerStats doorbells = doorbell_poller_->Stats();
+  if (name == "doorbell_polling_ns") return std::to_string(doorbells.polling.count());
+  if (name == "doorbell_rings") return std::to_string(doorbells.rings);
   return Fail(ENOENT, "no parent attribute " + std::string(name));
 }
 
@@ -183,7 +193,8 @@ Result<std::unique_ptr<DeviceOps>> GpuParent::Probe(const ProbeContext& context)
   GpuDeviceOptions device{.vendor_id = options_.vendor_id,
                           .device_id = options_.device_id,
                           .compute_share_permille = 125 * eighths,
-                          .builtin_kernels_only = engine_->kind() == EngineKind::kCpu};
+                          .builtin_kernels_only = engine_->kind() == EngineKind::kCpu,
+                          .doorbell_poller = doorbell_poller_};
   // The device keeps the runner and the loop alive: it may outlive the parent.
   auto on_destroy = [release, runner = runner_, loop = loop_] { release(); };
   auto instance = std::make_unique<GpuDevice>(device, std::move(*slice), context.dma, *runner_,
@@ -198,6 +209,9 @@ namespace {
 // A minute-long dispatch already stalls every other instance on the parent
 // for as long; more is surely a typo.
 constexpr uint64_t kMaxDispatchTimeoutMs = 60'000;
+// A tenth of a second of spinning after each doorbell is already a core kept
+// busy for a guest that rings ten times a second.
+constexpr uint64_t kMaxDoorbellSpinUs = 100'000;
 
 Result<SchedulerOptions> ParseSchedulerConfig(const nlohmann::json& value) {
   if (!value.is_object()) {
@@ -252,6 +266,9 @@ Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::js
                value.get<uint64_t>() > 0 && value.get<uint64_t>() <= kMaxDispatchTimeoutMs) {
       options.dispatch_timeout = std::chrono::milliseconds(value.get<uint64_t>());
       timeout_given = true;
+    } else if (key == "doorbell_spin_us" && value.is_number_unsigned() &&
+               value.get<uint64_t>() <= kMaxDoorbellSpinUs) {
+      options.doorbell_spin = std::chrono::microseconds(value.get<uint64_t>());
     } else if (key == "requires_vm" && value.is_boolean()) {
       options.vm_policy.requires_vm = value.get<bool>();
     } else if (key == "one_per_vm" && value.is_boolean()) {

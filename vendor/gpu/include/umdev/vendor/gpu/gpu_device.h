@@ -14,13 +14,16 @@
 #include <utility>
 #include <vector>
 
+#include "umdev/common/mapping.h"
 #include "umdev/common/mutex.h"
+#include "umdev/common/unique_fd.h"
 #include "umdev/irq/device_irqs.h"
 #include "umdev/irq/virqfd.h"
 #include "umdev/mdev_core/dma_access.h"
 #include "umdev/mdev_core/device_ops.h"
 #include "umdev/mdev_core/pci_config_space.h"
 #include "umdev/vendor/gpu/command_queue.h"
+#include "umdev/vendor/gpu/doorbell_poller.h"
 #include "umdev/vendor/gpu/queue_runner.h"
 #include "umdev/vendor/gpu/engine.h"
 #include "umdev/vendor/gpu/gpu_regs.h"
@@ -36,6 +39,9 @@ struct GpuDeviceOptions {
   bool builtin_kernels_only = false;  // The CPU engine: CAPS says so.
   // Guest pages kept pinned between commands (GuestPinCache): 64 MiB.
   uint64_t pin_cache_pages = 16384;
+  // Polls the device's doorbell page (BAR4); null or a spin of 0: no page.
+  // The device keeps it alive.
+  std::shared_ptr<DoorbellPoller> doorbell_poller;
 };
 
 // Per-instance statistics (BAR0 STAT_* and the device attributes).
@@ -119,6 +125,7 @@ class GpuDevice final : public DeviceOps,
     return quiesced_;
   }
   uint64_t bar2_size() const { return bar2_size_; }
+  bool has_doorbell_page() const { return doorbell_page_.valid(); }
   const irq::DeviceIrqs& irqs() const { return irqs_; }
   // For tests: waits until the ring is idle (HEAD == TAIL, stopped on an
   // error, or disabled) and no entry runs; false after |timeout|.
@@ -134,6 +141,14 @@ class GpuDevice final : public DeviceOps,
   bool WriteRegister(uint32_t offset, uint32_t value, bool& reset) UMDEV_REQUIRES(mu_);
   Result<size_t> Bar2Access(uint64_t offset, std::span<std::byte> read,
                             std::span<const std::byte> write) UMDEV_EXCLUDES(mu_);
+  // The doorbell page (gpu_doorbell.cc): made at construction when the
+  // options have a poller; trapped accesses to BAR4.
+  void CreateDoorbellPage();
+  Result<size_t> DoorbellAccess(uint64_t offset, std::span<std::byte> read,
+                                std::span<const std::byte> write) UMDEV_EXCLUDES(mu_);
+  // QUEUE_TAIL as the ring sees it: DB_TAIL under a polled tail.
+  uint32_t TailNow() const UMDEV_REQUIRES(mu_);
+  void StoreDoorbellTail(uint32_t value) UMDEV_REQUIRES(mu_);
   void RaiseCause(uint32_t cause) UMDEV_REQUIRES(mu_);
   void UpdateIntxLine() UMDEV_REQUIRES(mu_);
   void SetError(int code, uint32_t index, bool skippable) UMDEV_REQUIRES(mu_);
@@ -201,6 +216,11 @@ class GpuDevice final : public DeviceOps,
   std::unique_ptr<Slice> slice_;  // Freed before on_destroy_ runs.
   const uint64_t bar2_size_;
   DmaAccess& dma_;
+  // The doorbell page: a sealed 4 KiB memfd (the client cannot truncate it)
+  // and the daemon's mapping of it; the watch (reset first) polls it.
+  UniqueFd doorbell_fd_;
+  Mapping doorbell_page_;
+  std::unique_ptr<DoorbellPoller::Watch> doorbell_watch_;
   irq::DeviceIrqs irqs_;
 
   // The migration session: one saving or resuming stream at a time.

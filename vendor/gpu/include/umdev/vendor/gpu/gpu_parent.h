@@ -16,6 +16,7 @@
 #include "umdev/vendor/gpu/direct_runner.h"
 #include "umdev/vendor/gpu/engine.h"
 #include "umdev/vendor/gpu/gpu_device.h"
+#include "umdev/vendor/gpu/doorbell_poller.h"
 #include "umdev/vendor/gpu/scheduler.h"
 
 namespace umdev::vendor::gpu {
@@ -43,6 +44,9 @@ struct GpuParentOptions {
   // The VM rules of every type (config "requires_vm", "one_per_vm"): kvmgt's
   // "KVM is required" (ESRCH) and one vGPU per VM per parent (EEXIST).
   VmPolicy vm_policy;
+  // How long a device's doorbell page is polled after activity (config
+  // "doorbell_spin_us"); 0: no doorbell page, every doorbell traps.
+  std::chrono::nanoseconds doorbell_spin = DoorbellPollerOptions{}.spin;
 };
 
 // Types "1of1", "1of2", "1of4", "1of8" (directories gpu-1of1 ...): 1/N of the
@@ -74,7 +78,10 @@ class GpuParent final : public ParentDriver {
   Result<std::unique_ptr<DeviceOps>> Probe(const ProbeContext& context) override;
 
   // engine (its name), scheduler_policy and time_slice_us (as configured),
-  // memory_total and memory_free (bytes of slice memory left).
+  // memory_total and memory_free (bytes of slice memory left),
+  // doorbell_spin_us (as configured), doorbell_polling_ns (time the
+  // doorbell poller spent polling: its CPU cost) and doorbell_rings
+  // (doorbells it noticed without a trap).
   std::vector<std::string> AttributeNames() const override;
   Result<std::string> ReadAttribute(std::string_view name) const override;
 
@@ -100,6 +107,9 @@ class GpuParent final : public ParentDriver {
   // Shared with the devices, which may outlive the parent.
   const std::shared_ptr<QueueRunner> runner_;
   const std::shared_ptr<Budget> budget_;
+  // Polls every instance's doorbell page: one thread, started by the first
+  // polled doorbell. Shared with the devices.
+  const std::shared_ptr<DoorbellPoller> doorbell_poller_;
 };
 
 // The daemon's config entry {"driver": "gpu", ...}: "name" (default: the
@@ -108,7 +118,8 @@ class GpuParent final : public ParentDriver {
 // substring; Vulkan only), "memory" (bytes, or "512M"/"1G"), "placement"
 // ("heterogeneous"/"homogeneous"), "pci_id" ("VVVV:DDDD"), "scheduler"
 // ({"policy": "best_effort"|"equal_share"|"fixed_share", "time_slice_us":
-// N > 0}, both optional). Errors: EINVAL a bad or unknown key; ENODEV no
+// N > 0}, both optional), "doorbell_spin_us" (0 .. 100000; 0: no doorbell
+// page). Errors: EINVAL a bad or unknown key; ENODEV no
 // matching accelerator; Create()'s.
 Result<std::shared_ptr<ParentDriver>> MakeGpuParentFromConfig(const nlohmann::json& entry);
 

@@ -23,6 +23,12 @@ inline constexpr uint32_t kVectorFence = 0;
 inline constexpr uint32_t kVectorError = 1;
 inline constexpr uint32_t kMsixTableOffset = 0x800;  // In BAR0.
 inline constexpr uint32_t kMsixPbaOffset = 0xc00;
+// BAR4: the doorbell page (CAPS bit 3), 32-bit MMIO, one sparse-mmap area
+// over a page the device polls, so that a guest rings without a trap.
+inline constexpr uint32_t kDoorbellBar = 4;
+inline constexpr uint64_t kDoorbellPageSize = 0x1000;
+inline constexpr uint32_t kDbTail = 0x000;     // Guest: the ring's new tail (QUEUE_TAIL).
+inline constexpr uint32_t kDbPolling = 0x040;  // Device: 1 while DB_TAIL is polled, else 0.
 
 // --- BAR0 registers: 4-byte accesses at 4-aligned offsets or 8-byte at
 // 8-aligned ones (two registers, low first). Unlisted offsets below the
@@ -35,12 +41,15 @@ inline constexpr uint32_t kRegCaps = 0x008;  // RO
 inline constexpr uint32_t kCapSpirv = 1u << 0;        // DISPATCH runs any SPIR-V.
 inline constexpr uint32_t kCapBuiltinOnly = 1u << 1;  // Built-in kernels only (CPU).
 inline constexpr uint32_t kCapMmap = 1u << 2;         // BAR2 is mmappable.
+inline constexpr uint32_t kCapDoorbellPage = 1u << 3;  // BAR4 is a polled doorbell page.
 inline constexpr uint32_t kRegComputeShare = 0x00c;  // RO, per mille
 inline constexpr uint32_t kRegMemSize = 0x010;       // RO 64
 inline constexpr uint32_t kRegQueueBase = 0x020;     // RW 64, 4 KiB aligned
 inline constexpr uint32_t kRegQueueSize = 0x028;     // RW, entries
 inline constexpr uint32_t kRegQueueCtrl = 0x02c;     // RW
 inline constexpr uint32_t kQueueEnable = 1u << 0;
+// With ENABLE: the tail comes from the doorbell page's DB_TAIL (polled).
+inline constexpr uint32_t kQueueDoorbellPage = 1u << 1;
 inline constexpr uint32_t kRegQueueHead = 0x030;  // RO
 inline constexpr uint32_t kRegQueueTail = 0x034;  // RW
 inline constexpr uint32_t kRegDoorbell = 0x038;   // WO
