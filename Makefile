@@ -110,6 +110,8 @@ bench: build qemu-root
 	root="$$(bash scripts/qemu-root --print-path)" && UMDEV_QEMU_ROOT="$$root" \
 	  ./build/bench/vfio_user_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 	./build/bench/gpu_slice_bench
+	root="$$(bash scripts/qemu-root --print-path)" && UMDEV_QEMU_ROOT="$$root" \
+	  ./build/bench/gpu_doorbell_bench
 	./build/bench/scale_bench
 
 # The Debian package, build/umdev_VERSION_ARCH.deb (docs/service.md): CPack
