@@ -102,7 +102,15 @@ GpuDevice::GpuDevice(GpuDeviceOptions options, std::unique_ptr<Slice> slice, Dma
 }
 
 GpuDevice::~GpuDevice() {
-  doorbell_watch_.reset();  // No ring callback runs after this.
+  {
+    // Disabled: neither a RunOne still in progress nor anything else
+    // activates the doorbell page from here on (both check the queue's mode
+    // under mu_), so the watch can go, and with it the ring callback that
+    // kicks the attachment; then the attachment.
+    MutexLock lock(mu_);
+    queue_ctrl_ = 0;
+  }
+  doorbell_watch_.reset();
   attachment_.reset();  // No RunOne() runs after this.
   {
     MutexLock exec(exec_mu_);
