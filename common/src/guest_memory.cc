@@ -25,12 +25,12 @@
 
 #if UMDEV_GUEST_COPY_TABLE
 // size_t umdev_guest_copy(void* dst, const void* src, size_t size): returns
-// the bytes not copied, 0 on success. Under 64 bytes it moves quadwords then
-// bytes (a `rep movsb` start costs more than the whole copy there); from 64 on
-// `rep movsb`. The labelled instructions are the only ones that touch guest
-// memory; at each of them RCX holds the bytes still to copy, which the fault
-// exit returns. Why not sigsetjmp: saving the context costs more than an
-// 8-byte copy, and the DMA hot path is mostly 8-byte copies.
+// the bytes not copied, 0 on success. Quadwords, then bytes: for the small
+// copies it serves (kTableCopyMax) that beats a `rep movsb`, whose start-up
+// alone costs more there. The labelled instructions are the only ones that
+// touch guest memory; at each of them RCX holds the bytes still to copy,
+// which the fault exit returns. Why not sigsetjmp: saving the context costs
+// more than an 8-byte copy, and the DMA hot path is mostly small copies.
 asm(R"(
   .text
   .p2align 4
@@ -40,8 +40,6 @@ asm(R"(
 umdev_guest_copy:
   .cfi_startproc
   mov %rdx, %rcx
-  cmp $64, %rcx
-  jae umdev_guest_copy_rep
 1:
   cmp $8, %rcx
   jb 2f
@@ -72,10 +70,6 @@ umdev_guest_copy_bstore:
   inc %rdi
   dec %rcx
   jmp 2b
-  .globl umdev_guest_copy_rep
-  .hidden umdev_guest_copy_rep
-umdev_guest_copy_rep:
-  rep movsb
 3:
   .globl umdev_guest_copy_fault
   .hidden umdev_guest_copy_fault
@@ -89,7 +83,7 @@ umdev_guest_copy_fault:
 extern "C" {
 size_t umdev_guest_copy(void* dst, const void* src, size_t size);
 extern const char umdev_guest_copy_qload[], umdev_guest_copy_qstore[], umdev_guest_copy_bload[],
-    umdev_guest_copy_bstore[], umdev_guest_copy_rep[], umdev_guest_copy_fault[];
+    umdev_guest_copy_bstore[], umdev_guest_copy_fault[];
 }
 #endif
 
@@ -103,8 +97,7 @@ bool ResumeGuestCopy(void* context) {
   auto& rip = static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP];
   const auto at = static_cast<uintptr_t>(rip);
   for (const char* site : {umdev_guest_copy_qload, umdev_guest_copy_qstore,
-                           umdev_guest_copy_bload, umdev_guest_copy_bstore,
-                           umdev_guest_copy_rep}) {
+                           umdev_guest_copy_bload, umdev_guest_copy_bstore}) {
     if (at == reinterpret_cast<uintptr_t>(site)) {
       rip = static_cast<greg_t>(reinterpret_cast<uintptr_t>(umdev_guest_copy_fault));
       return true;
@@ -184,6 +177,12 @@ Result<void> Guarded(Access access, const void* address, size_t size, const char
 Result<void> CopyGuestMemory(void* dst, const void* src, size_t size) {
   if (size == 0) return {};
 #if UMDEV_GUEST_COPY_TABLE
+  // Larger copies take the C library's memcpy (vector moves, non-temporal
+  // stores for the largest), beside which sigsetjmp's cost is small.
+  constexpr size_t kTableCopyMax = 256;
+  if (size >= kTableCopyMax) {
+    return Guarded([=] { std::memcpy(dst, src, size); }, src, size, "guest memory copy");
+  }
   InstallHandler();
   if (const size_t left = umdev_guest_copy(dst, src, size); left != 0) [[unlikely]] {
     return Fail(EFAULT, fmt::format("guest memory copy of {:#x} bytes at {}: {:#x} bytes from "
