@@ -1,6 +1,8 @@
 // Device: the core's side of one mdev; DeviceFile: a user's handle on it.
 #include "umdev/mdev_core/device.h"
 
+#include <charconv>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -207,6 +209,8 @@ Result<std::vector<DeviceAttribute>> Device::Attributes() {
     attributes.push_back(DeviceAttribute{.name = std::move(name), .readable = true,
                                          .writable = writable});
   }
+  attributes.push_back(DeviceAttribute{.name = std::string(kBusyPollAttribute), .readable = true,
+                                       .writable = true});
   UMDEV_TRY(CallRegistered([&](DeviceOps& ops) -> Result<void> {
     // The migration view (the kernel's vfio/<dev>/migration debugfs), for
     // devices that migrate.
@@ -217,7 +221,8 @@ Result<std::vector<DeviceAttribute>> Device::Attributes() {
     }
     for (DeviceAttribute& attribute : ops.Attributes()) {
       // The core's names win: a vendor cannot shadow them.
-      if (!DeviceVmState::IsAttribute(attribute.name) && !IsMigrationAttribute(attribute.name)) {
+      if (!DeviceVmState::IsAttribute(attribute.name) && !IsMigrationAttribute(attribute.name) &&
+          attribute.name != kBusyPollAttribute) {
         attributes.push_back(std::move(attribute));
       }
     }
@@ -228,6 +233,10 @@ Result<std::vector<DeviceAttribute>> Device::Attributes() {
 
 Result<std::string> Device::ReadAttribute(std::string_view name) {
   if (IsMigrationAttribute(name)) return ReadMigrationAttribute(name);
+  if (name == kBusyPollAttribute) {
+    UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
+    return std::to_string(busy_poll_us_->load());
+  }
   if (DeviceVmState::IsAttribute(name)) {
     UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
     return vm_.ReadAttribute(name);
@@ -251,7 +260,24 @@ Result<void> Device::WriteAttribute(std::string_view name, std::string_view valu
     UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
     return vm_.WriteAttribute(name, value);
   }
+  if (name == kBusyPollAttribute) {
+    UMDEV_TRY(CallRegistered([](DeviceOps&) -> Result<void> { return {}; }));
+    return WriteBusyPoll(value);
+  }
   return CallRegistered([&](DeviceOps& ops) { return ops.WriteAttribute(name, value); });
+}
+
+Result<void> Device::WriteBusyPoll(std::string_view value) {
+  uint32_t us = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), us);
+  if (value.empty() || error != std::errc() || end != value.data() + value.size() ||
+      us > kMaxBusyPollUs) {
+    return Fail(EINVAL, fmt::format("busy_poll_us: '{}' is not a number of microseconds "
+                                    "from 0 to {}",
+                                    value, kMaxBusyPollUs));
+  }
+  busy_poll_us_->store(us);
+  return {};
 }
 
 Result<std::vector<void*>> Device::PinPages(uint64_t iova, int npage, uint32_t prot) {

@@ -121,9 +121,11 @@ TEST_F(TreeTest, CreateMakesTheInstanceAppearEverywhere) {
   EXPECT_EQ(*tree_.Read(Cat(kTypeA, "available_instances")), "3\n");  // Live.
   EXPECT_THAT(*tree_.List(kParentDir), ElementsAre(uuid, "mdev_supported_types", "memory_free"));
   EXPECT_THAT(*tree_.List(dev),
-              ElementsAre("bound_vm_uuid", "driver", "iommu_group", "label", "mdev_type", "remove",
-                          "secret", "serial", "subsystem", "uevent", "vendor", "vfio_user_socket",
-                          "vm_accel", "vm_name", "vm_pid", "vm_uuid"));
+              ElementsAre("bound_vm_uuid", "busy_poll_us", "driver", "iommu_group", "label",
+                          "mdev_type", "remove", "secret", "serial", "subsystem", "uevent",
+                          "vendor", "vfio_user_socket", "vm_accel", "vm_name", "vm_pid",
+                          "vm_uuid"));
+  EXPECT_EQ(tree_.Stat(Cat(dev, "busy_poll_us"))->mode, 0644u);
   EXPECT_EQ(*tree_.Read(Cat(dev, "vm_accel")), "\n");  // Closed: no VM.
   EXPECT_EQ(tree_.Stat(Cat(dev, "vm_accel"))->mode, 0444u);
   EXPECT_EQ(tree_.Stat(Cat(dev, "bound_vm_uuid"))->mode, 0644u);

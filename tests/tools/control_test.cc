@@ -81,10 +81,28 @@ TEST_F(HandlerTest, AttributeCommands) {
   ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());
   const Json list = HandleRequest(registry_, {{"cmd", "attr-list"}, {"uuid", kUuid}});
   ASSERT_TRUE(list["ok"].get<bool>());
-  ASSERT_EQ(list["attributes"].size(), 5u);
+  ASSERT_EQ(list["attributes"].size(), 6u);
   EXPECT_EQ(list["attributes"][0]["name"], "vm_uuid");
   EXPECT_EQ(list["attributes"][4]["name"], "bound_vm_uuid");
   EXPECT_EQ(list["attributes"][4]["writable"], true);
+  EXPECT_EQ(list["attributes"][5]["name"], "busy_poll_us");
+  EXPECT_EQ(list["attributes"][5]["writable"], true);
+  // busy_poll_us: microseconds, 0 .. 100000.
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid},
+                                      {"name", "busy_poll_us"}})["value"],
+            "0");
+  EXPECT_TRUE(HandleRequest(registry_, {{"cmd", "attr-set"}, {"uuid", kUuid},
+                                        {"name", "busy_poll_us"}, {"value", "50\n"}})["ok"]
+                  .get<bool>());
+  EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid},
+                                      {"name", "busy_poll_us"}})["value"],
+            "50");
+  for (const char* bad : {"", "-1", "5us", "100001", "99999999999999999999"}) {
+    EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-set"}, {"uuid", kUuid},
+                                        {"name", "busy_poll_us"}, {"value", bad}})["errno"],
+              EINVAL)
+        << bad;
+  }
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid}, {"name", "vm_pid"}})["value"],
             "");
   EXPECT_EQ(HandleRequest(registry_, {{"cmd", "attr-get"}, {"uuid", kUuid}, {"name", "x"}})["errno"],

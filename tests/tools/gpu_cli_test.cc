@@ -34,7 +34,7 @@ TEST_F(GpuCliTest, TypesShowFractionsAndFollowPlacement) {
   EXPECT_NE(after.out.find("gpu-1of8\n    Available instances: 4\n"), std::string::npos)
       << after.out;
   EXPECT_EQ(Ctl("attr -u " + std::string(kU1)).out,
-            "vm_uuid=\nvm_name=\nvm_pid=\nvm_accel=\nbound_vm_uuid=\n"
+            "vm_uuid=\nvm_name=\nvm_pid=\nvm_accel=\nbound_vm_uuid=\nbusy_poll_us=0\n"
             "migration/state=RUNNING\nmigration/bytes_saved=0\nmigration/bytes_loaded=0\n"
             "busy_ns=0\ncommands=0\nbytes=0\nerrors=0\ntimeouts=0\npreempted=0\n"
             "yielded=0\nthrottled=0\n");

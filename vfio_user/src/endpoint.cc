@@ -167,6 +167,11 @@ void Endpoint::ServeClient(Client& client, UniqueFd socket) {
       return FailErrno("SO_SNDTIMEO");
     }
     UMDEV_ASSIGN_OR_RETURN(OpenedDevice device, OpenDevice(client.peer));
+    // The device's busy_poll_us, read each time the client's thread would
+    // sleep: a latency-critical device keeps its thread polling a while.
+    client.loop->SetBusyPoll([setting = device.file->device().busy_poll_us()] {
+      return std::chrono::nanoseconds(std::chrono::microseconds(setting->load()));
+    });
     SessionLimits limits;
     limits.message_timeout = options_.message_timeout;
     limits.max_msg_fds = options_.max_msg_fds;

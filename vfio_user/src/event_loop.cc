@@ -124,13 +124,23 @@ void EventLoop::RunTasks() {
 
 void EventLoop::Run() {
   epoll_event events[32];
+  auto last_event = std::chrono::steady_clock::now();
   for (;;) {
-    const int n = ::epoll_wait(epoll_.get(), events, 32, -1);
+    // Within the busy-poll budget since the last event: look without
+    // sleeping. Outside it (or with none): sleep until an event.
+    bool polling = false;
+    if (busy_poll_) {
+      const auto budget = busy_poll_();
+      polling = budget.count() > 0 && std::chrono::steady_clock::now() - last_event < budget;
+    }
+    const int n = ::epoll_wait(epoll_.get(), events, 32, polling ? 0 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("vfio-user: {}: epoll_wait: {}", name_, ErrnoName(errno));
       break;
     }
+    if (n == 0) continue;  // Polling, nothing yet.
+    if (busy_poll_) last_event = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
       // epoll_event is packed: copy the id out rather than bind a reference
       // to a misaligned field (UBSan in fuzz_vfio_user).

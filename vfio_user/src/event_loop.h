@@ -2,6 +2,7 @@
 // spreads device sockets and client connections across it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -44,6 +45,15 @@ class EventLoop {
   void RunSync(const std::function<void()>& task) UMDEV_EXCLUDES(mu_);
   bool OnLoopThread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
+  // Busy polling: after an event, the loop polls its fds without sleeping
+  // for as long as |budget| says (read each time it would sleep), then
+  // sleeps in epoll_wait as usual. Trades the CPU of this thread for the
+  // wake-up latency of the next message. Null or zero: always sleep. Loop
+  // thread (or before Start).
+  void SetBusyPoll(std::function<std::chrono::nanoseconds()> budget) {
+    busy_poll_ = std::move(budget);
+  }
+
  private:
   EventLoop(std::string name, UniqueFd epoll, UniqueFd wake)
       : name_(std::move(name)), epoll_(std::move(epoll)), wake_(std::move(wake)) {}
@@ -57,6 +67,7 @@ class EventLoop {
   // Loop thread only.
   std::map<uint64_t, std::pair<int, std::shared_ptr<Handler>>> watches_;
   uint64_t next_id_ = 1;
+  std::function<std::chrono::nanoseconds()> busy_poll_;
 
   Mutex mu_;
   CondVar done_;

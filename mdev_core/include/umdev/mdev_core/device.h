@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -82,6 +83,15 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   // Set when the backend revoked this device's pins; cleared by a reset.
   bool is_broken() const UMDEV_EXCLUDES(mu_);
 
+  // The core attribute busy_poll_us (RW, 0 .. kMaxBusyPollUs, default 0): how
+  // long the thread serving the device's client keeps polling its
+  // connection after a message before it sleeps, for latency-critical
+  // devices (the socket option SO_BUSY_POLL's idea). Shared with that
+  // thread, which reads it each time it would sleep, so a change applies at
+  // once. Any thread.
+  static constexpr uint32_t kMaxBusyPollUs = 100'000;
+  std::shared_ptr<const std::atomic<uint32_t>> busy_poll_us() const { return busy_poll_us_; }
+
   // DmaAccess, for the vendor.
   Result<std::vector<void*>> PinPages(uint64_t iova, int npage, uint32_t prot) override;
   void UnpinPages(uint64_t iova, int npage) override;
@@ -148,8 +158,13 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   void OnDmaUnmap(uint64_t iova, uint64_t size) override;
   void OnPinsRevoked(uint64_t iova, uint64_t size) override;
 
+  static constexpr std::string_view kBusyPollAttribute = "busy_poll_us";
+  Result<void> WriteBusyPoll(std::string_view value);
+
   const Uuid uuid_;
   DeviceVmState vm_;  // Latched and released inside open/close transitions.
+  const std::shared_ptr<std::atomic<uint32_t>> busy_poll_us_ =
+      std::make_shared<std::atomic<uint32_t>>(0);
   mutable Mutex mu_;
   CondVar changed_;
   std::unique_ptr<DeviceOps> ops_ UMDEV_GUARDED_BY(mu_);
