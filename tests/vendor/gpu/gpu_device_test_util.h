@@ -67,7 +67,21 @@ class Type1Dma final : public DmaAccess {
   }
   void UnpinPages(uint64_t iova, int npage) override { backend_.UnpinPages(*owner_, iova, npage); }
   Result<void> DmaRead(uint64_t iova, std::span<std::byte> out) override {
+    {
+      MutexLock lock(mu_);
+      ++reads_;
+      if (out.size() > max_read_) return Fail(EFAULT, "test: reads over the limit fail");
+    }
     return backend_.DmaRead(iova, out);
+  }
+  // DmaRead calls so far, and a size past which they fail with EFAULT.
+  int reads() const {
+    MutexLock lock(mu_);
+    return reads_;
+  }
+  void fail_reads_over(size_t bytes) {
+    MutexLock lock(mu_);
+    max_read_ = bytes;
   }
   Result<void> DmaWrite(uint64_t iova, std::span<const std::byte> data) override {
     return backend_.DmaWrite(iova, data);
@@ -78,6 +92,8 @@ class Type1Dma final : public DmaAccess {
   DmaUnmapListener* owner_ = nullptr;
   mutable Mutex mu_;
   int pins_ UMDEV_GUARDED_BY(mu_) = 0;
+  int reads_ UMDEV_GUARDED_BY(mu_) = 0;
+  size_t max_read_ UMDEV_GUARDED_BY(mu_) = SIZE_MAX;
   int hook_at_ UMDEV_GUARDED_BY(mu_) = 0;
   std::function<void()> hook_ UMDEV_GUARDED_BY(mu_);
 };

@@ -1,5 +1,6 @@
 // GpuDevice: the command ring (RunOne) and the execution of each entry.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <string>
 
@@ -30,7 +31,10 @@ std::optional<CommandCost> GpuDevice::RunOne() { return RunPiece(false); }
 std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
   EntryInFlight current;
   bool resumed = false;
-  uint64_t entry_iova = 0;  // Where a fresh entry is read from.
+  bool prefetched = false;  // A fresh entry found among those read ahead.
+  uint64_t entry_iova = 0;  // Where a fresh entry is read from...
+  uint32_t read_count = 1;  // ...with how many entries after it, in one read.
+  uint64_t ring_epoch = 0;
   {
     MutexLock lock(mu_);
     const bool runnable = (queue_ctrl_ & kQueueEnable) != 0 && error_code_ == 0;
@@ -54,7 +58,18 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
       }
       current.index = head_;
       current.generation = generation_;
-      entry_iova = queue_base_ + uint64_t{head_ % queue_size_} * kEntrySize;
+      if (prefetched_ && head_ - prefetched_->first < prefetched_->count) {
+        std::memcpy(current.bytes.data(),
+                    prefetched_->bytes.data() + (head_ - prefetched_->first) * kEntrySize,
+                    kEntrySize);
+        prefetched = true;
+      } else {
+        entry_iova = queue_base_ + uint64_t{head_ % queue_size_} * kEntrySize;
+        // Published entries up to the ring's end, at most kPrefetchEntries.
+        read_count = std::min({kPrefetchEntries, TailNow() - head_,
+                               queue_size_ - head_ % queue_size_});
+        ring_epoch = ring_epoch_;
+      }
     }
     running_ = true;
   }
@@ -66,9 +81,7 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
       MutexLock lock(unmap_mu_);
       unmapped_.clear();
     }
-    if (!dma_.DmaRead(entry_iova, current.bytes).has_value()) {
-      moved = Fail(EFAULT, "gpu: ring entry unreadable");
-    }
+    if (!prefetched) moved = ReadEntries(entry_iova, read_count, current, ring_epoch);
   }
   if (moved.has_value()) {
     moved = Execute(current.bytes.data(), current.generation, current.done, finished);
@@ -108,6 +121,25 @@ std::optional<CommandCost> GpuDevice::RunPiece(bool finish_in_flight) {
     }
   }
   return cost;
+}
+
+Result<uint64_t> GpuDevice::ReadEntries(uint64_t iova, uint32_t count, EntryInFlight& current,
+                                        uint64_t ring_epoch) {
+  std::array<std::byte, kPrefetchEntries * kEntrySize> batch;
+  if (count > 1 && dma_.DmaRead(iova, std::span(batch).first(count * kEntrySize)).has_value()) {
+    std::memcpy(current.bytes.data(), batch.data(), kEntrySize);
+    MutexLock lock(mu_);
+    if (ring_epoch_ == ring_epoch) {
+      prefetched_ = Prefetched{.first = current.index, .count = count, .bytes = batch};
+    }
+    return 0;
+  }
+  // This entry alone: a read of several fails when any of them is
+  // unreadable, and only this one's failure is this entry's.
+  if (!dma_.DmaRead(iova, current.bytes).has_value()) {
+    return Fail(EFAULT, "gpu: ring entry unreadable");
+  }
+  return 0;
 }
 
 void GpuDevice::MarkEntryDirty(const std::byte* entry, uint64_t done, uint64_t moved,
@@ -304,8 +336,12 @@ Result<uint64_t> GpuDevice::ExecuteDispatch(const std::byte* entry, uint64_t gen
   const uint64_t tail_bytes = uint64_t{binding_count} * kArgsBindingSize + push_size;
   UMDEV_TRY(CheckRange(slice_size, args_offset + kArgsHeaderSize, tail_bytes,
                             "DISPATCH arguments"));
-  std::vector<std::byte> tail(tail_bytes);
+  // On the stack and in a reused buffer: a small DISPATCH's fixed cost
+  // showed its allocations.
+  std::array<std::byte, kMaxBindings * kArgsBindingSize + kMaxPushConstantBytes> tail_buffer;
+  const std::span<std::byte> tail = std::span(tail_buffer).first(tail_bytes);
   if (!tail.empty()) UMDEV_TRY(slice_->Read(args_offset + kArgsHeaderSize, tail));
+  command.bindings.reserve(binding_count);
   for (uint32_t i = 0; i < binding_count; ++i) {
     const std::byte* b = tail.data() + uint64_t{i} * kArgsBindingSize;
     command.bindings.push_back(BufferBinding{.binding = Load<uint32_t>(b),
@@ -314,9 +350,12 @@ Result<uint64_t> GpuDevice::ExecuteDispatch(const std::byte* entry, uint64_t gen
   }
   command.push_constants =
       std::span<const std::byte>(tail).subspan(uint64_t{binding_count} * kArgsBindingSize);
-  std::vector<uint32_t> module(module_size / 4);
+  // Read afresh each time (the guest may have rewritten it), into a buffer
+  // kept between commands: RunOne runs on one thread at a time.
+  dispatch_module_.resize(module_size / 4);
+  const std::span<uint32_t> module(dispatch_module_);
   if (!module.empty()) {
-    UMDEV_TRY(slice_->Read(module_offset, std::as_writable_bytes(std::span(module))));
+    UMDEV_TRY(slice_->Read(module_offset, std::as_writable_bytes(module)));
   }
   command.spirv = module;
   Result<void> ran = slice_->Dispatch(command);

@@ -135,6 +135,7 @@ void GpuDevice::ResetRegisters() {
   error_code_ = error_index_ = 0;
   error_skippable_ = false;
   ++generation_;
+  DropPrefetch();
   UpdateIntxLine();
   cv_.NotifyAll();
 }
@@ -335,17 +336,21 @@ bool GpuDevice::WriteRegister(uint32_t offset, uint32_t value, bool& reset) {
     case kRegQueueBase:
       queue_base_ = (queue_base_ & ~uint64_t{0xffffffff}) | value;
       in_flight_.reset();
+      DropPrefetch();
       return false;
     case kRegQueueBase + 4:
       queue_base_ = (queue_base_ & 0xffffffff) | (uint64_t{value} << 32);
       in_flight_.reset();
+      DropPrefetch();
       return false;
     case kRegQueueSize:
       queue_size_ = value;
       in_flight_.reset();
+      DropPrefetch();
       return false;
     case kRegQueueCtrl:
       in_flight_.reset();
+      DropPrefetch();
       if ((value & kQueueEnable) == 0) {
         queue_ctrl_ = 0;
         if (doorbell_watch_) doorbell_watch_->Deactivate();
@@ -383,6 +388,7 @@ bool GpuDevice::WriteRegister(uint32_t offset, uint32_t value, bool& reset) {
     case kRegErrorClear:
       if ((value & 1) == 0 || error_code_ == 0) return false;
       if (error_skippable_) ++head_;
+      DropPrefetch();  // The guest may have rewritten what follows the failure.
       error_code_ = 0;
       error_index_ = 0;
       error_skippable_ = false;
@@ -443,6 +449,7 @@ Result<void> GpuDevice::Reset() {
 }
 
 void GpuDevice::SetError(int code, uint32_t index, bool skippable) {
+  DropPrefetch();
   if (error_code_ == 0) {
     error_code_ = static_cast<uint32_t>(code);
     error_index_ = index;

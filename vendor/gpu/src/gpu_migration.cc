@@ -499,6 +499,7 @@ Result<void> GpuDevice::LoadDeviceState(std::span<const std::byte> payload) {
   queue_ctrl_ = queue_ctrl;
   head_ = head;
   tail_ = tail;
+  DropPrefetch();
   if ((queue_ctrl_ & kQueueDoorbellPage) != 0) StoreDoorbellTail(tail);
   fence_done_ = fence_done;
   int_status_ = int_status;

@@ -153,6 +153,10 @@ class GpuDevice final : public DeviceOps,
   void UpdateIntxLine() UMDEV_REQUIRES(mu_);
   void SetError(int code, uint32_t index, bool skippable) UMDEV_REQUIRES(mu_);
   void ResetRegisters() UMDEV_REQUIRES(mu_);
+  void DropPrefetch() UMDEV_REQUIRES(mu_) {
+    prefetched_.reset();
+    ++ring_epoch_;
+  }
   // Stops the queue, discards the entry in flight and zeroes the slice.
   void ResetFunction(bool config_too) UMDEV_EXCLUDES(exec_mu_, mu_);
 
@@ -189,6 +193,12 @@ class GpuDevice final : public DeviceOps,
   std::optional<CommandCost> RunPiece(bool finish_in_flight) UMDEV_EXCLUDES(mu_, exec_mu_);
   Result<uint64_t> Execute(const std::byte* entry, uint64_t generation, uint64_t done,
                            bool& finished) UMDEV_EXCLUDES(mu_);
+  // Reads the entry at |iova| into |current| with the |count| - 1 after it
+  // in the same read, kept in prefetched_ unless a drop came after
+  // |ring_epoch|. Errors: EFAULT the entry itself is unreadable.
+  struct EntryInFlight;
+  Result<uint64_t> ReadEntries(uint64_t iova, uint32_t count, EntryInFlight& current,
+                               uint64_t ring_epoch) UMDEV_EXCLUDES(mu_);
   Result<uint64_t> ExecuteCopy(const std::byte* entry, uint64_t generation, uint64_t done,
                                bool& finished) UMDEV_EXCLUDES(mu_);
   Result<uint64_t> ExecuteFill(const std::byte* entry, uint64_t generation, uint64_t done,
@@ -261,6 +271,9 @@ class GpuDevice final : public DeviceOps,
   std::atomic<uint64_t> unmap_notices_{0};
   // DISPATCHes of this tenant that ran past the engine's timeout.
   std::atomic<uint32_t> runaway_kernels_{0};
+  // The SPIR-V of the DISPATCH being run, read from the slice: only RunOne
+  // (one thread at a time) touches it; kept to spare an allocation each.
+  std::vector<uint32_t> dispatch_module_;
 
   mutable Mutex mu_;
   CondVar cv_;  // An entry finished or the queue changed.
@@ -289,6 +302,20 @@ class GpuDevice final : public DeviceOps,
     uint64_t done = 0;
   };
   std::optional<EntryInFlight> in_flight_ UMDEV_GUARDED_BY(mu_);
+  // Entries read ahead of HEAD with one DMA read (published ones only: below
+  // TAIL), so that a ring costs one read per kPrefetchEntries entries, not
+  // one per entry: one message round trip instead of eight for a client
+  // without shared memory. Dropped (DropPrefetch) by everything that
+  // reprograms or stops the queue; ring_epoch_ counts the drops, so that a
+  // read that raced one is not kept.
+  static constexpr uint32_t kPrefetchEntries = 8;
+  struct Prefetched {
+    uint32_t first = 0;  // The index of bytes[0].
+    uint32_t count = 0;
+    std::array<std::byte, kPrefetchEntries * regs::kEntrySize> bytes{};
+  };
+  std::optional<Prefetched> prefetched_ UMDEV_GUARDED_BY(mu_);
+  uint64_t ring_epoch_ UMDEV_GUARDED_BY(mu_) = 0;
   // A stopped migration state: RunOne() takes no entry.
   bool quiesced_ UMDEV_GUARDED_BY(mu_) = false;
   // Bumped by every reset: an entry of an older generation leaves no trace.
