@@ -1,6 +1,7 @@
 // libFuzzer target: the gpu command-ring decoder. The input is guest memory
 // (64 KiB, mapped at IOVA 0x100000): its first KiB holds the ring's 16
-// entries, the rest is data COPY may read. The ring runs on the parent's
+// entries, the rest is data COPY may read; its last byte picks the doorbell
+// (trapped or the polled page). The ring runs on the parent's
 // scheduler, as a guest's would, until it drains or stops on an error.
 #include <linux/vfio.h>
 #include <sys/mman.h>
@@ -78,9 +79,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t filled = static_cast<uint32_t>(std::min<size_t>(size / regs::kEntrySize, kEntries - 1));
   WriteReg<uint64_t>(file, regs::kRegQueueBase, kRingIova);
   WriteReg<uint32_t>(file, regs::kRegQueueSize, kEntries);
-  WriteReg<uint32_t>(file, regs::kRegQueueCtrl, regs::kQueueEnable);
-  WriteReg<uint32_t>(file, regs::kRegQueueTail, filled);
-  WriteReg<uint32_t>(file, regs::kRegDoorbell, 1);
+  // The input's last byte picks the doorbell: bit 0 a polled tail (the
+  // doorbell page), bit 1 ringing by a trapped store of DB_TAIL instead of
+  // QUEUE_TAIL and DOORBELL.
+  const uint8_t mode = size > 0 ? data[size - 1] : 0;
+  const bool polled = (mode & 1) != 0;
+  WriteReg<uint32_t>(file, regs::kRegQueueCtrl,
+                     regs::kQueueEnable | (polled ? regs::kQueueDoorbellPage : 0));
+  if ((mode & 2) != 0) {
+    (void)file.RegionWrite(VFIO_PCI_BAR4_REGION_INDEX, regs::kDbTail,
+                           std::as_bytes(std::span(&filled, 1)));
+    if (!polled) WriteReg<uint32_t>(file, regs::kRegDoorbell, 1);
+  } else {
+    WriteReg<uint32_t>(file, regs::kRegQueueTail, filled);
+    WriteReg<uint32_t>(file, regs::kRegDoorbell, 1);
+  }
   for (int i = 0; i < 2000; ++i) {
     if (ReadReg(file, regs::kRegQueueHead) == filled || ReadReg(file, regs::kRegErrorCode) != 0) {
       break;
