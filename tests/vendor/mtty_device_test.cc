@@ -314,8 +314,9 @@ TEST_F(MttyDeviceTest, RegistryReadsAndWritesAttributesByUuid) {
   EXPECT_EQ(parent_->free_ports(), 22u);
   auto attributes = registry.MdevAttributes(uuid);
   ASSERT_TRUE(attributes.has_value());
-  // mtty's two after the core's: five VM attributes and the migration view.
-  EXPECT_EQ(attributes->size(), 2u + 5u + 3u);
+  // mtty's two after the core's: five VM attributes, busy_poll_us and the
+  // migration view.
+  EXPECT_EQ(attributes->size(), 2u + 6u + 3u);
   EXPECT_EQ(*registry.ReadMdevAttribute(uuid, "far_end"), "loopback");
   ASSERT_TRUE(registry.WriteMdevAttribute(uuid, "far_end", "pty\n"));
   EXPECT_EQ(*registry.ReadMdevAttribute(uuid, "far_end"), "pty");
@@ -338,9 +339,9 @@ TEST_F(MttyDeviceTest, ControlProtocolAttributeCommands) {
                   .get<bool>());
   const Json list = control::HandleRequest(registry, {{"cmd", "attr-list"}, {"uuid", uuid}});
   // The core's VM attributes and migration view come first.
-  ASSERT_EQ(list["attributes"].size(), 2u + 5u + 3u);
-  EXPECT_EQ(list["attributes"][9]["name"], "pty");
-  EXPECT_EQ(list["attributes"][9]["writable"], false);
+  ASSERT_EQ(list["attributes"].size(), 2u + 6u + 3u);
+  EXPECT_EQ(list["attributes"][10]["name"], "pty");
+  EXPECT_EQ(list["attributes"][10]["writable"], false);
   const Json set = control::HandleRequest(
       registry, {{"cmd", "attr-set"}, {"uuid", uuid}, {"name", "far_end"}, {"value", "pty"}});
   EXPECT_TRUE(set["ok"].get<bool>());

@@ -122,8 +122,9 @@ void Client::FailAll(Error error) {
 void Client::ReceiveLoop() {
   MessageReader reader(kMaxIncoming, options_.offer.max_msg_fds);
   for (;;) {
+    // A read may have brought several messages: serve those before waiting.
     pollfd p{socket_.get(), POLLIN, 0};
-    if (::poll(&p, 1, -1) < 0 && errno != EINTR) {
+    if (!reader.has_message() && ::poll(&p, 1, -1) < 0 && errno != EINTR) {
       FailAll(Error{errno, "poll"});
       return;
     }

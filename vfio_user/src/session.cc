@@ -63,6 +63,9 @@ bool Session::OnReadable() {
     if (!next->has_value()) return true;
     Dispatch(**next);
     if (send_failed_ || abandoned_) return false;
+    // Nothing queued or half read: back to the (level-triggered) poll, which
+    // says whether more came, rather than a read that finds nothing.
+    if (deferred_.empty() && reader_.buffered_bytes() == 0) return true;
   }
 }
 
@@ -241,10 +244,14 @@ Result<Message> Session::Request(Command command, std::span<const std::byte> pay
     }
     // We are the thread that reads this socket: read it here, keeping the
     // client's commands for after the one being served.
+    // Waits only when no whole message is buffered already (a read may
+    // have brought several).
     pollfd p{socket_.get(), POLLIN, 0};
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    (void)::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (!reader_.has_message()) {
+      (void)::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    }
     for (;;) {
       auto next = reader_.ReadSome(socket_.get());
       if (!next.has_value()) {

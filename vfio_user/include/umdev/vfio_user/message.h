@@ -1,4 +1,4 @@
-// Framing vfio-user messages on a UNIX stream socket: one message at a time,
+// Framing vfio-user messages on a UNIX stream socket: whole messages, each
 // with the SCM_RIGHTS fds that arrived with it.
 #pragma once
 
@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <span>
 #include <vector>
@@ -31,34 +32,75 @@ struct Message {
   bool wants_reply() const { return (header.flags & kFlagNoReply) == 0; }
 };
 
-// Reassembles messages from a non-blocking read side. Reads never run past
-// the end of the current message, so the fds a read returns belong to it.
-// One thread at a time.
+// Reassembles messages from a non-blocking read side. A read takes up to
+// kLookahead bytes, so a small message (header and payload) costs one
+// recvmsg, and several that were queued come together; a message larger
+// than kLookahead has the rest of its payload read in place. The fds a recvmsg
+// returns came with the last skb it read (the kernel stops after one that
+// carries fds), which is where their message began: they go to the last
+// message starting in that read, else to the message in progress. Memory
+// is bounded by the largest message plus kLookahead. One thread at a time.
 class MessageReader {
  public:
+  static constexpr size_t kLookahead = 4096;
+
   // |max_message_size| includes the header.
   MessageReader(size_t max_message_size, size_t max_fds)
       : max_message_size_(max_message_size), max_fds_(max_fds) {}
 
-  // Reads what |fd| has without blocking. Returns a whole message, or nullopt
-  // when more bytes are needed. Errors: ECONNRESET the peer closed (also
-  // mid-message); EPROTO a header whose msg_size is under 16 (the stream
-  // cannot be framed any more); recvmsg's errno.
+  // A whole message already received, if any, then reads what |fd| has
+  // without blocking. Returns a whole message, or nullopt when more bytes
+  // are needed. Errors: ECONNRESET the peer closed (also mid-message);
+  // EPROTO a header whose msg_size is under 16 (the stream cannot be framed
+  // any more); recvmsg's errno.
   Result<std::optional<Message>> ReadSome(int fd);
+  // A whole message already received, without reading. Errors: EPROTO.
+  Result<std::optional<Message>> TakeBuffered();
 
+  // Whether a whole message (or a framing error) is buffered, so that
+  // TakeBuffered() or ReadSome() returns without waiting: a caller that
+  // polls the socket must not wait for more when this is true.
+  bool has_message() const;
   // Whether part of a message has been read.
-  bool mid_message() const { return state_ != State::kHeader || have_ != 0; }
+  bool mid_message() const {
+    return buffered_bytes() != 0 || discarding_.has_value() || large_.has_value();
+  }
+  // Bytes received and not yet returned. A caller that stops reading when
+  // this is 0 lets a level-triggered poll tell it of the rest, instead of
+  // spending a recvmsg on EAGAIN.
+  size_t buffered_bytes() const { return end_ - begin_; }
 
  private:
-  enum class State { kHeader, kPayload, kDiscard };
-  Result<size_t> Receive(int fd, std::byte* to, size_t size);
+  // One recvmsg appended to in_. Errors: EAGAIN nothing to read; as ReadSome.
+  Result<void> Receive(int fd);
+  // Gives |fds| to the last message starting in [chunk_begin, chunk_end)
+  // (stream offsets), else to the message in progress.
+  void AttachFds(uint64_t chunk_begin, uint64_t chunk_end, std::vector<UniqueFd> fds,
+                 bool truncated);
+
+  struct PendingFds {
+    std::vector<UniqueFd> fds;
+    bool truncated = false;
+  };
 
   const size_t max_message_size_;
   const size_t max_fds_;
-  State state_ = State::kHeader;
-  size_t have_ = 0;  // Bytes of the current part read so far.
-  std::byte header_bytes_[kHeaderSize] = {};
-  Message current_;
+  std::vector<std::byte> in_;  // [begin_, end_) received, not yet taken.
+  size_t begin_ = 0;
+  size_t end_ = 0;
+  uint64_t offset_ = 0;  // The stream offset of in_[begin_].
+  // An oversized message being drained: its header, where it began, and how
+  // many of its bytes are still to drop.
+  std::optional<Header> discarding_;
+  uint64_t discard_start_ = 0;
+  uint64_t discard_left_ = 0;
+  // A message larger than kLookahead being read: its payload is read into
+  // place; large_have_ bytes of it have come.
+  std::optional<Message> large_;
+  uint64_t large_start_ = 0;
+  size_t large_have_ = 0;
+  // Fds received, by the stream offset of the message they came with.
+  std::map<uint64_t, PendingFds> fds_;
 };
 
 // Sends every byte of |iov| in order, with |fds| on the first byte
