@@ -5,6 +5,7 @@
 // without it.
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <benchmark/benchmark.h>
@@ -52,6 +53,19 @@ bool ReadAll(int fd, void* data, size_t size) {
   return true;
 }
 
+// CPU seconds of the whole process (client, server threads, pollers).
+double ProcessCpuSeconds() {
+  timespec now{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
+}
+
+// cpu_us: the process's CPU per round trip (both ends), next to the wall time.
+void CountCpu(benchmark::State& state, double cpu_before) {
+  state.counters["cpu_us"] =
+      (ProcessCpuSeconds() - cpu_before) * 1e6 / static_cast<double>(state.iterations());
+}
+
 // The floor: a thread echoing a 36-byte answer to each 32-byte message,
 // blocking reads and writes, no framing logic.
 void BM_RawSocketPingPong(benchmark::State& state) {
@@ -63,10 +77,12 @@ void BM_RawSocketPingPong(benchmark::State& state) {
     while (ReadAll(fd, buffer, kRequestBytes)) WriteAll(fd, buffer, kReplyBytes);
   });
   char buffer[kReplyBytes] = {};
+  const double cpu_before = ProcessCpuSeconds();
   for (auto _ : state) {
     WriteAll(client.get(), buffer, kRequestBytes);
     if (!ReadAll(client.get(), buffer, kReplyBytes)) std::abort();
   }
+  CountCpu(state, cpu_before);
   ::shutdown(client.get(), SHUT_RDWR);
   echo.join();
 }
@@ -74,7 +90,9 @@ void BM_RawSocketPingPong(benchmark::State& state) {
 // An in-process client: REGION_READ of 4 bytes of the device's config
 // region through the server (epoll loop, framing, validation, the core's
 // device call path, the vendor).
-void BM_ServerRegionRead4(benchmark::State& state) {
+// With |busy_poll_us|, the device's client thread polls that long after
+// each message instead of sleeping (the device attribute busy_poll_us).
+void ServerRegionRead4(benchmark::State& state, uint32_t busy_poll_us) {
   const auto dir = std::filesystem::temp_directory_path() /
                    fmt::format("umdev-vu-bench-{}", ::getpid());
   Registry registry;
@@ -86,6 +104,7 @@ void BM_ServerRegionRead4(benchmark::State& state) {
   Check(server.Start());
   const Uuid uuid = Uuid::Generate();
   Check(registry.CreateMdev("test_parent", "test-a", uuid));
+  Check(registry.WriteMdevAttribute(uuid, "busy_poll_us", std::to_string(busy_poll_us)));
   sockaddr_un addr = Check(UnixAddress(server.SocketPath(uuid)));
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
@@ -99,15 +118,20 @@ void BM_ServerRegionRead4(benchmark::State& state) {
   std::vector<std::byte> request;
   AppendPod(request, RegionAccessPayload{0, VFIO_PCI_CONFIG_REGION_INDEX, 4});
   uint16_t id = 2;
+  const double cpu_before = ProcessCpuSeconds();
   for (auto _ : state) {
     Check(SendMessage(fd.get(), Header{id++, 9, 0, kTypeCommand, 0}, request));
     Message reply = Check(ReceiveMessage(fd.get(), reader, std::chrono::seconds(5)));
     benchmark::DoNotOptimize(reply.payload.data());
   }
+  CountCpu(state, cpu_before);
   fd.Reset();
   server.Stop();
   std::filesystem::remove_all(dir);
 }
+
+void BM_ServerRegionRead4(benchmark::State& state) { ServerRegionRead4(state, 0); }
+void BM_ServerRegionRead4BusyPoll(benchmark::State& state) { ServerRegionRead4(state, 1000); }
 
 // Real QEMU under qtest with a PCI test device from a real umdevd: each
 // iteration is one qtest "readl" line to QEMU and its answer. The device
@@ -201,6 +225,7 @@ void BM_QemuQtestRamRead4(benchmark::State& state) {
 
 BENCHMARK(BM_RawSocketPingPong)->MinTime(kMinTime)->UseRealTime();
 BENCHMARK(BM_ServerRegionRead4)->MinTime(kMinTime)->UseRealTime();
+BENCHMARK(BM_ServerRegionRead4BusyPoll)->MinTime(kMinTime)->UseRealTime();
 BENCHMARK(BM_QemuQtestBarRead4)->MinTime(kMinTime)->UseRealTime();
 BENCHMARK(BM_QemuQtestRamRead4)->MinTime(kMinTime)->UseRealTime();
 
