@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "bench_check.h"
+#include "run_times_reporter.h"
 #include "e2e/qemu_qtest.h"
 #include "e2e/umdevd_process.h"
 #include "umdev/common/uuid.h"
@@ -236,33 +237,23 @@ BENCHMARK(BM_SubmitToFencePolled)->MinTime(1.0)->UseRealTime();
 BENCHMARK(BM_IdleAfterPolledDoorbell)->Iterations(5)->UseRealTime();
 
 // Prints the table, then each latency as a multiple of the qtest read.
-class RatioReporter : public benchmark::ConsoleReporter {
+class RatioReporter : public bench::RunTimesReporter {
  public:
-  void ReportRuns(const std::vector<Run>& reports) override {
-    ConsoleReporter::ReportRuns(reports);
-    for (const Run& run : reports) {
-      if (run.error_occurred || run.iterations == 0) continue;
-      ns_[run.run_name.function_name] =
-          run.real_accumulated_time * 1e9 / static_cast<double>(run.iterations);
-    }
-  }
   void Finalize() override {
     ConsoleReporter::Finalize();
-    const double floor = ns_["BM_QtestRamRead4"];
+    const double floor = Ns("BM_QtestRamRead4");
     if (floor <= 0) return;
     auto& out = GetOutputStream();
     out << fmt::format("\nSubmit -> fence message as multiples of one qtest read ({:.2f} us):\n",
                        floor / 1e3);
     for (const char* name : {"BM_SubmitToFenceTrapped", "BM_SubmitToFencePolled"}) {
-      if (ns_[name] > 0) {
-        out << fmt::format("{:<28} {:8.2f} us  {:6.2f}x\n", name, ns_[name] / 1e3,
-                           ns_[name] / floor);
+      if (Ns(name) > 0) {
+        out << fmt::format("{:<28} {:8.2f} us  {:6.2f}x\n", name, Ns(name) / 1e3,
+                           Ns(name) / floor);
       }
     }
   }
 
- private:
-  std::map<std::string, double> ns_;
 };
 
 }  // namespace

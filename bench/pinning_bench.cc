@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench_check.h"
+#include "run_times_reporter.h"
 #include "umdev/common/mapping.h"
 #include "umdev/common/unique_fd.h"
 #include "umdev/pinning/type1_backend.h"
@@ -302,23 +303,9 @@ BENCHMARK(BM_MapCopyUnmap)->Arg(1)->Arg(0)->MinTime(kMinTime);
 // Prints the console table, then the ratios the benchmark exists for: one
 // run's numbers compared with each other, which a noisy machine keeps steady
 // far better than absolute times.
-class RatioReporter : public benchmark::ConsoleReporter {
+class RatioReporter : public bench::RunTimesReporter {
  public:
-  // With --benchmark_repetitions the median is used, else the one run.
-  void ReportRuns(const std::vector<Run>& reports) override {
-    ConsoleReporter::ReportRuns(reports);
-    for (const Run& run : reports) {
-      if (run.error_occurred || run.iterations == 0) continue;
-      const std::string name = run.run_name.str();
-      const double ns = run.real_accumulated_time * 1e9 / static_cast<double>(run.iterations);
-      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
-        ns_[name] = ns;
-        medians_.insert(name);
-      } else if (run.run_type == Run::RT_Iteration && !medians_.contains(name)) {
-        ns_[name] = ns;
-      }
-    }
-  }
+  RatioReporter() : RunTimesReporter(/*full_names=*/true) {}
   void Finalize() override {
     ConsoleReporter::Finalize();
     auto& out = GetOutputStream();
@@ -332,9 +319,9 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
     for (const char* count : {"1", "1000", "65535"}) {
       const std::string name = fmt::format("BM_Translate8B/{}/min_time:0.100", count);
-      if (ns_.contains(name)) {
+      if (Ns(name) > 0) {
         out << fmt::format("8 B DmaRead, {:>5} mappings: {:7.1f} ns, {:5.2f}x memcpy of 8 B\n",
-                           count, ns_[name], ns_[name] / Ns("BM_Memcpy/8/min_time:0.100"));
+                           count, Ns(name), Ns(name) / Ns("BM_Memcpy/8/min_time:0.100"));
       }
     }
     PrintTime(out, "pin+unpin resident / already pinned", "BM_PinUnpinResident/min_time:0.100",
@@ -352,14 +339,13 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
     for (const char* name : {"BM_PinUnpinResident/min_time:0.100",
                              "BM_PinUnpinAlreadyPinned/min_time:0.100"}) {
-      if (ns_.contains(name)) {
-        out << fmt::format("{}: {:.2f} M pages/s\n", name, kPinBatch / ns_[name] * 1e3);
+      if (Ns(name) > 0) {
+        out << fmt::format("{}: {:.2f} M pages/s\n", name, kPinBatch / Ns(name) * 1e3);
       }
     }
   }
 
  private:
-  double Ns(const std::string& name) { return ns_.contains(name) ? ns_[name] : 0; }
   // Speed ratio: |base| time over |measured| time.
   void PrintRatio(std::ostream& out, const std::string& label, const std::string& base,
                   const std::string& measured) {
@@ -375,8 +361,6 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
 
-  std::map<std::string, double> ns_;
-  std::set<std::string> medians_;
 };
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "bench_check.h"
+#include "run_times_reporter.h"
 #include "e2e/qemu_qtest.h"
 #include "e2e/umdevd_process.h"
 #include "fakes/pci_test_device.h"
@@ -230,38 +231,21 @@ BENCHMARK(BM_QemuQtestBarRead4)->MinTime(kMinTime)->UseRealTime();
 BENCHMARK(BM_QemuQtestRamRead4)->MinTime(kMinTime)->UseRealTime();
 
 // Prints the table, then each round trip as a multiple of the raw ping-pong.
-class RatioReporter : public benchmark::ConsoleReporter {
+class RatioReporter : public bench::RunTimesReporter {
  public:
-  void ReportRuns(const std::vector<Run>& reports) override {
-    ConsoleReporter::ReportRuns(reports);
-    for (const Run& run : reports) {
-      if (run.error_occurred || run.iterations == 0) continue;
-      const std::string name = run.run_name.function_name;
-      const double ns = run.real_accumulated_time * 1e9 / static_cast<double>(run.iterations);
-      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
-        ns_[name] = ns;
-        medians_.insert(name);
-      } else if (run.run_type == Run::RT_Iteration && !medians_.contains(name)) {
-        ns_[name] = ns;
-      }
-    }
-  }
   void Finalize() override {
     ConsoleReporter::Finalize();
     auto& out = GetOutputStream();
-    const double floor = ns_["BM_RawSocketPingPong"];
+    const double floor = Ns("BM_RawSocketPingPong");
     if (floor <= 0) return;
     out << fmt::format("\nRound trips as multiples of a raw UNIX-socket ping-pong ({:.2f} us):\n",
                        floor / 1e3);
-    for (const auto& [name, ns] : ns_) {
+    for (const auto& [name, ns] : all_ns()) {
       if (name == "BM_RawSocketPingPong") continue;
       out << fmt::format("{:<28} {:8.2f} us  {:6.2f}x\n", name, ns / 1e3, ns / floor);
     }
   }
 
- private:
-  std::map<std::string, double> ns_;
-  std::set<std::string> medians_;
 };
 
 }  // namespace
