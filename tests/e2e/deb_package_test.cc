@@ -89,7 +89,7 @@ TEST_F(DebPackageTest, InstallsRunsAndPurgesCleanly) {
   ASSERT_EQ(purged.status, 0) << purged.out;
   EXPECT_NE(InRoot("dpkg -s umdev").status, 0);
   for (const char* path : {"usr/sbin/umdevd", "usr/bin/umdevctl", "usr/bin/umdev-probe",
-                           "usr/sbin/umdev-device-plugin", "etc/umdev", "usr/share/doc/umdev", "usr/lib/systemd/system/umdevd.service",
+                           "usr/bin/umdev-gpu", "usr/sbin/umdev-device-plugin", "etc/umdev", "usr/share/doc/umdev", "usr/lib/systemd/system/umdevd.service",
                            "var/lib/umdev"}) {
     EXPECT_FALSE(fs::exists(root_ / path)) << path << " survived the purge";
   }
@@ -118,7 +118,7 @@ TEST(DebHardeningTest, EveryBinaryIsHardened) {
   const fs::path dir = pattern;
   ASSERT_EQ(RunShell(std::string("dpkg-deb -x ") + deb + " " + dir.string()).status, 0);
   for (const char* binary : {"usr/sbin/umdevd", "usr/bin/umdevctl", "usr/bin/umdev-probe",
-                             "usr/sbin/umdev-device-plugin"}) {
+                             "usr/bin/umdev-gpu", "usr/sbin/umdev-device-plugin"}) {
     const std::string path = (dir / binary).string();
     const ShellOutput dynamic = RunShell("readelf -dW " + path);
     EXPECT_NE(dynamic.out.find("BIND_NOW"), std::string::npos) << binary << dynamic.out;
