@@ -15,6 +15,12 @@ namespace umdev {
 namespace {
 
 constexpr size_t kPage = 4096;
+// Where CopyGuestMemory uses its own routine (guest_memory.cc).
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+constexpr bool kSmallCopiesInOrder = true;
+#else
+constexpr bool kSmallCopiesInOrder = false;
+#endif
 
 // A file-backed mapping of |pages| pages whose file is then cut to |keep|.
 struct TruncatedMapping {
@@ -110,10 +116,11 @@ TEST(GuestMemoryTest, AFaultAtEveryAccessKindIsEfault) {
       auto read = CopyGuestMemory(out.data(), at, size);
       ASSERT_FALSE(read.has_value()) << before << "/" << size;
       EXPECT_EQ(read.error().code, EFAULT);
-      // The small copies go in order, so what precedes the fault is done
-      // (memcpy, from 256 bytes, promises no order: "part of it may have
-      // been done").
-      const size_t done = size < 256 ? std::min(before, size) / 8 * 8 : 0;
+      // The small copies of the listed-instruction routine go in order, so
+      // what precedes the fault is done (memcpy, from 256 bytes and in the
+      // sanitizer builds, promises no order: "part of it may have been
+      // done").
+      const size_t done = kSmallCopiesInOrder && size < 256 ? std::min(before, size) / 8 * 8 : 0;
       for (size_t i = 0; i < done; ++i) {
         EXPECT_EQ(out[i], at[i]) << before << "/" << size << "@" << i;
       }
