@@ -128,11 +128,9 @@ void EventLoop::Run() {
   for (;;) {
     // Within the busy-poll budget since the last event: look without
     // sleeping. Outside it (or with none): sleep until an event.
-    bool polling = false;
-    if (busy_poll_) {
-      const auto budget = busy_poll_();
-      polling = budget.count() > 0 && std::chrono::steady_clock::now() - last_event < budget;
-    }
+    const std::chrono::nanoseconds budget = busy_poll_ ? busy_poll_() : std::chrono::nanoseconds{0};
+    const bool polling =
+        budget.count() > 0 && std::chrono::steady_clock::now() - last_event < budget;
     const int n = ::epoll_wait(epoll_.get(), events, 32, polling ? 0 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -140,7 +138,9 @@ void EventLoop::Run() {
       break;
     }
     if (n == 0) continue;  // Polling, nothing yet.
-    if (busy_poll_) last_event = std::chrono::steady_clock::now();
+    // The clock only where a budget is set: every client's loop has the
+    // setting, most with 0.
+    if (budget.count() > 0) last_event = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
       // epoll_event is packed: copy the id out rather than bind a reference
       // to a misaligned field (UBSan in fuzz_vfio_user).
