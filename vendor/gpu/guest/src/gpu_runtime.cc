@@ -294,8 +294,9 @@ Result<void> GpuRuntime::Run(std::span<const Entry> entries, WaitMode mode) {
   put(Encode(RingEntry().U32(kEntryOpcode, kOpFence)
                  .U32(kEntryFlags, mode == WaitMode::kInterrupt ? kFenceInterrupt : 0)
                  .U64(kFenceIova, ring_.iova + kFenceOffset).U64(kFenceValue, value)));
-  // The entries are in memory the device reads before the doorbell says so.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // The entries reach the device before the doorbell: the page's tail store
+  // is sequentially consistent (it releases them), and WriteRegister orders
+  // the memory written before it (Transport's contract).
   UMDEV_TRY(Ring(tail_));
   return WaitFence(value, mode);
 }

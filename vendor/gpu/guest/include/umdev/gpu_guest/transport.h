@@ -26,7 +26,9 @@ class Transport {
  public:
   virtual ~Transport() = default;
 
-  // BAR0, 4-byte registers. Errors: the transport's (EIO, ENODEV...).
+  // BAR0, 4-byte registers. A write reaches the device after every store
+  // to DMA memory made before it (a socket message does; an MMIO transport
+  // needs a write barrier). Errors: the transport's (EIO, ENODEV...).
   virtual Result<uint32_t> ReadRegister(uint32_t offset) = 0;
   virtual Result<void> WriteRegister(uint32_t offset, uint32_t value) = 0;
   // BAR2 mapped into this process when the device lets it be (CAPS bit 2),
