@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <thread>
 
 #include "gpu_device_test_util.h"
 #include "umdev/common/mapping.h"
@@ -216,6 +217,46 @@ TEST_P(GpuDoorbellTest, ADisabledQueueIsNotPolled) {
   Word(kDbTail).store(2);
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(*reinterpret_cast<uint64_t*>(Guest(kDataIova)), 1u);
+}
+
+// Two devices on one poller: a guest storing garbage tails into its page as
+// fast as it can (keeping the poller busy ringing it) stops only its own
+// queue; the other device's polled doorbell goes on working meanwhile.
+TEST_P(GpuDoorbellTest, AHostilePageLeavesAnotherDeviceOnThePollerWorking) {
+  EnablePolledQueue();
+  auto slice = engine_->CreateSlice(kSliceBytes);
+  ASSERT_TRUE(slice.has_value());
+  GpuDevice hostile(GpuDeviceOptions{.builtin_kernels_only = true, .doorbell_poller = poller_},
+                    std::move(*slice), dma_, runner_, nullptr);
+  auto info = hostile.GetRegionInfo(VFIO_PCI_BAR4_REGION_INDEX);
+  ASSERT_TRUE(info.has_value());
+  auto page = Mapping::Map(info->mmap_fd, 0, kDoorbellPageSize, PROT_READ | PROT_WRITE, MAP_SHARED);
+  ASSERT_TRUE(page.has_value());
+  const auto reg = [&](uint32_t offset, uint32_t value) {
+    ASSERT_TRUE(hostile.RegionWrite(VFIO_PCI_BAR0_REGION_INDEX, offset,
+                                    std::as_bytes(std::span(&value, 1))).has_value());
+  };
+  reg(kRegQueueBase, static_cast<uint32_t>(kRingIova + 0x8000));
+  reg(kRegQueueSize, 16);
+  reg(kRegQueueCtrl, kQueueEnable | kQueueDoorbellPage);
+  reg(kRegDoorbell, 1);  // Polled from now on.
+  std::atomic<bool> stop{false};
+  std::thread garbage([&] {
+    auto tail = std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(page->data() + kDbTail));
+    for (uint32_t i = 0; !stop; ++i) tail.store(i * 2654435761u);
+  });
+  for (uint64_t round = 1; round <= 10; ++round) {
+    SubmitPolled({Fill(0, 4096, static_cast<uint32_t>(round)), Fence(kDataIova, round)});
+    ASSERT_TRUE(WaitFence(kDataIova, round)) << "round " << round;
+  }
+  stop = true;
+  garbage.join();
+  uint32_t code = 0;
+  ASSERT_TRUE(hostile.RegionRead(VFIO_PCI_BAR0_REGION_INDEX, kRegErrorCode,
+                                 std::as_writable_bytes(std::span(&code, 1))).has_value());
+  EXPECT_EQ(code, static_cast<uint32_t>(EINVAL)) << "the garbage tail stopped its own queue";
+  EXPECT_EQ(Reg(kRegErrorCode), 0u);
+  EXPECT_TRUE(hostile.WaitIdle());
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, GpuDoorbellTest, ::testing::Values(EngineKind::kCpu),
