@@ -236,10 +236,14 @@ Result<Module> GpuRuntime::LoadModule(std::span<const uint32_t> spirv) {
 }
 
 Result<void> GpuRuntime::Dispatch(const Module& module, std::string_view entry,
-                                  const DispatchSpec& spec, WaitMode mode) {
+                                  const DispatchSpec& spec) {
   if (entry.empty() || entry.size() >= kMaxEntryName || entry.find('\0') != entry.npos) {
     return Fail(EINVAL, fmt::format("entry point name of {} bytes (1 .. {}, no NUL)",
                                     entry.size(), kMaxEntryName - 1));
+  }
+  if (spec.repeat == 0 || spec.repeat > kMaxBatch) {
+    return Fail(EINVAL, fmt::format("a dispatch repeated {} times (1 .. {})", spec.repeat,
+                                    kMaxBatch));
   }
   // The name at the start of a scratch range, the arguments after it.
   std::vector<std::byte> args(kArgsHeaderSize + spec.bindings.size() * kArgsBindingSize +
@@ -270,13 +274,25 @@ Result<void> GpuRuntime::Dispatch(const Module& module, std::string_view entry,
                                       .U32(kDispatchModuleSize, static_cast<uint32_t>(module.code.size))
                                       .U64(kDispatchEntryOffset, scratch.offset)
                                       .U64(kDispatchArgsOffset, scratch.offset + kMaxEntryName));
-    ran = Run(std::span(&dispatch, 1), mode);
+    const std::vector<Entry> entries(spec.repeat, dispatch);
+    ran = Run(entries, wait_mode_);
   }
   Free(scratch);
   return ran;
 }
 
 Result<void> GpuRuntime::Sync() { return Run({}, wait_mode_); }
+
+Result<void> GpuRuntime::Submit(std::span<const RingEntry> entries) {
+  if (entries.size() > kMaxBatch) {
+    return Fail(EINVAL, fmt::format("{} entries in one submission (at most {})", entries.size(),
+                                    kMaxBatch));
+  }
+  std::vector<Entry> encoded;
+  encoded.reserve(entries.size());
+  for (const RingEntry& entry : entries) encoded.push_back(Encode(entry));
+  return Run(encoded, wait_mode_);
+}
 
 Result<void> GpuRuntime::Run(std::span<const Entry> entries, WaitMode mode) {
   if (entries.size() > kMaxBatch) {

@@ -17,6 +17,7 @@
 
 #include "umdev/common/error.h"
 #include "umdev/gpu_guest/transport.h"
+#include "umdev/vendor/gpu/gpu_regs.h"
 
 namespace umdev::gpu_guest {
 
@@ -57,6 +58,10 @@ struct DispatchSpec {
   std::array<uint32_t, 3> groups{1, 1, 1};
   std::vector<Binding> bindings;
   std::vector<std::byte> push_constants;
+  // The same dispatch this many times in one submission (1 .. 63), one
+  // fence after the last: how a workload keeps the slice busy between its
+  // waits.
+  uint32_t repeat = 1;
 };
 
 enum class WaitMode {
@@ -100,8 +105,7 @@ class GpuRuntime {
   void Unload(const Module& module) { Free(module.code); }
   // Runs |entry| of |module| and waits for it. The device's errors come
   // back as the entry's errno with what it means (DeviceError below).
-  Result<void> Dispatch(const Module& module, std::string_view entry, const DispatchSpec& spec,
-                        WaitMode mode = WaitMode::kInterrupt);
+  Result<void> Dispatch(const Module& module, std::string_view entry, const DispatchSpec& spec);
 
   // How a fence is waited for, and how long at most (ETIMEDOUT).
   void set_wait(WaitMode mode, std::chrono::milliseconds timeout) {
@@ -110,6 +114,10 @@ class GpuRuntime {
   }
   // Submits one FENCE and waits for it: every command before it is done.
   Result<void> Sync();
+  // Raw ring entries (gpu_regs.h's encoding, at most 63), then a FENCE,
+  // waited for: commands the calls above do not make, such as a COPY
+  // between guest memory and the slice at IOVAs of the caller's choosing.
+  Result<void> Submit(std::span<const vendor::gpu::regs::RingEntry> entries);
 
  private:
   explicit GpuRuntime(std::unique_ptr<Transport> transport);
