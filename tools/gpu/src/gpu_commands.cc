@@ -158,6 +158,82 @@ Result<std::string> Selftest(GpuRuntime& runtime, uint32_t elements) {
   return out;
 }
 
+Result<std::string> FaultCheck(GpuRuntime& runtime) {
+  namespace regs = vendor::gpu::regs;
+  Scratch scratch(runtime);
+  UMDEV_ASSIGN_OR_RETURN(const SliceRange target, scratch.Allocate(4096));
+  std::string out;
+  // Expects |result| to be the device's EFAULT.
+  const auto expect_fault = [&out](std::string_view what, const Result<void>& result) -> Result<void> {
+    if (result.has_value()) return Fail(EIO, fmt::format("{}: the device did not refuse it", what));
+    if (result.error().code != EFAULT) {
+      return Fail(EIO, fmt::format("{}: {} instead of EFAULT", what, result.error().Describe()));
+    }
+    out += fmt::format("{:<30} EFAULT  ok\n", what);
+    return {};
+  };
+  UMDEV_ASSIGN_OR_RETURN(const gpu_guest::Module vadd, runtime.LoadModule(umdev_spirv_vadd_u32));
+  DispatchSpec outside;
+  outside.bindings = {Binding{0, target}, Binding{1, target},
+                      Binding{2, {runtime.info().memory, 4096}}};
+  outside.push_constants = Bytes(std::vector<uint32_t>{1024});
+  const Result<void> dispatched = runtime.Dispatch(vadd, "umdev_vadd_u32", outside);
+  runtime.Unload(vadd);
+  UMDEV_TRY(expect_fault("out-of-bounds DISPATCH", dispatched));
+  // Far above any IOVA a transport hands out: no DMA mapping covers it.
+  constexpr uint64_t kUnmappedIova = uint64_t{0xdead} << 24;
+  const regs::RingEntry copy = regs::RingEntry()
+                                   .U32(regs::kEntryOpcode, regs::kOpCopy)
+                                   .U32(regs::kEntryFlags, regs::kCopySrcGuest)
+                                   .U64(regs::kCopySrc, kUnmappedIova)
+                                   .U64(regs::kCopyDst, target.offset)
+                                   .U64(regs::kCopySize, target.size);
+  UMDEV_TRY(expect_fault("COPY from unmapped guest memory", runtime.Submit(std::span(&copy, 1))));
+  UMDEV_ASSIGN_OR_RETURN(const std::string after, Selftest(runtime, 1024));
+  out += after;
+  return out;
+}
+
+Result<std::string> Stress(GpuRuntime& runtime, std::chrono::milliseconds duration,
+                           uint32_t elements, uint32_t batch) {
+  if (elements == 0 || elements % kLocalSize != 0) {
+    return Fail(EINVAL, fmt::format("stress of {} elements (a multiple of {})", elements,
+                                    kLocalSize));
+  }
+  Scratch scratch(runtime);
+  UMDEV_ASSIGN_OR_RETURN(const SliceRange values, scratch.Allocate(uint64_t{elements} * 4));
+  UMDEV_ASSIGN_OR_RETURN(const SliceRange sum, scratch.Allocate(4));
+  UMDEV_TRY(runtime.Fill(values, 1));
+  UMDEV_ASSIGN_OR_RETURN(const gpu_guest::Module reduce,
+                         runtime.LoadModule(umdev_spirv_reduce_sum_u32));
+  DispatchSpec spec;
+  spec.groups = {elements / kLocalSize, 1, 1};
+  spec.bindings = {Binding{0, values}, Binding{1, sum}};
+  spec.push_constants = Bytes(std::vector<uint32_t>{elements});
+  spec.repeat = batch;
+  UMDEV_ASSIGN_OR_RETURN(const gpu_guest::DeviceCounters before, runtime.Counters());
+  const auto start = Clock::now();
+  uint64_t dispatches = 0;
+  Result<void> ran;
+  do {
+    ran = runtime.Dispatch(reduce, "umdev_reduce_sum_u32", spec);
+    if (ran) dispatches += batch;
+  } while (ran && Clock::now() - start < duration);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  runtime.Unload(reduce);
+  UMDEV_TRY(ran);
+  UMDEV_ASSIGN_OR_RETURN(const gpu_guest::DeviceCounters after, runtime.Counters());
+  const double busy = static_cast<double>(after.busy_ns - before.busy_ns) / 1e9;
+  std::string out;
+  out += fmt::format("dispatches       {} in {:.2f} s ({:.1f}/s, {} per fence)\n", dispatches,
+                     seconds, static_cast<double>(dispatches) / seconds, batch);
+  out += fmt::format("values reduced   {:.1f} M/s\n",
+                     static_cast<double>(dispatches) * elements / seconds / 1e6);
+  out += fmt::format("device busy      {:.3f} s, {:.1f} % of the time (share {:.1f} %)\n", busy,
+                     100.0 * busy / seconds, runtime.info().compute_share_permille / 10.0);
+  return out;
+}
+
 Result<RunBuffer> ParseRunBuffer(const std::string& text) {
   RunBuffer buffer;
   const size_t first = text.find(':');

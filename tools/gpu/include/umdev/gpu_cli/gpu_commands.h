@@ -20,6 +20,19 @@ Result<std::string> Info(gpu_guest::GpuRuntime& runtime);
 // Errors: EIO a wrong result (the first one is named); the device's.
 Result<std::string> Selftest(gpu_guest::GpuRuntime& runtime, uint32_t elements = 65536);
 
+// Faults the device must report, not survive silently: an out-of-bounds
+// DISPATCH and a COPY from guest memory the device cannot reach (an IOVA
+// nothing maps) each fail with the device's EFAULT, and a vector add
+// after them is still right. Errors: EIO a fault that went unreported, or
+// a wrong result after them; the device's other errors.
+Result<std::string> FaultCheck(gpu_guest::GpuRuntime& runtime);
+
+// Keeps the slice busy for |duration| with reductions of |elements| values,
+// |batch| dispatches per fence, and reports the dispatch rate and how busy
+// the device was against its compute share.
+Result<std::string> Stress(gpu_guest::GpuRuntime& runtime, std::chrono::milliseconds duration,
+                           uint32_t elements = 1u << 20, uint32_t batch = 8);
+
 // One buffer of a `run`: BINDING:BYTES[:INPUT_FILE], downloaded to
 // |output| after the run when that is set.
 struct RunBuffer {
