@@ -122,7 +122,8 @@ Result<std::string> RunInRoot(const fs::path& root, const std::vector<std::strin
 }
 
 Result<fs::path> BuildBusyboxInitramfs(const fs::path& root, const fs::path& dir,
-                                       std::string_view init_script) {
+                                       std::string_view init_script,
+                                       const std::vector<InitramfsFile>& files) {
   const fs::path tree = dir / "initramfs";
   std::error_code ec;
   for (const char* sub : {"bin", "dev", "proc", "sys", "tmp"}) {
@@ -142,6 +143,15 @@ Result<fs::path> BuildBusyboxInitramfs(const fs::path& root, const fs::path& dir
                       fs::perms::others_read | fs::perms::others_exec,
                   ec);
   if (ec) return Fail(ec.value(), "chmod /init");
+  for (const InitramfsFile& file : files) {
+    const fs::path target = tree / fs::path(file.destination).relative_path();
+    fs::create_directories(target.parent_path(), ec);
+    if (!ec) fs::copy_file(file.source, target, fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      return Fail(ec.value(), fmt::format("copy {} to the initramfs' {}", file.source.string(),
+                                          file.destination));
+    }
+  }
   UMDEV_ASSIGN_OR_RETURN(const std::string tree_in_root, PathInsideRoot(root, tree));
   const std::string archive_in_root = tree_in_root + ".cpio";
   // The file list comes from the root's find so that every tool is the root's.
@@ -238,11 +248,11 @@ Result<bool> QemuGuest::Pump(int wait_ms) {
   }
 }
 
-Result<std::string> QemuGuest::WaitForLine(std::string_view needle,
-                                           std::chrono::milliseconds timeout) {
+Result<std::string> QemuGuest::WaitForLineFrom(size_t from, std::string_view needle,
+                                               std::chrono::milliseconds timeout) {
   const Clock::time_point deadline = Clock::now() + timeout;
   for (;;) {
-    for (size_t start = 0, end; (end = console_.find('\n', start)) != std::string::npos;
+    for (size_t start = from, end; (end = console_.find('\n', start)) != std::string::npos;
          start = end + 1) {
       const std::string_view line(console_.data() + start, end - start);
       if (line.find(needle) != std::string_view::npos) return std::string(line);

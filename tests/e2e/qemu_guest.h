@@ -36,12 +36,34 @@ struct RootCommandResult {
 Result<RootCommandResult> RunInRootWithStatus(const std::filesystem::path& root,
                                               const std::vector<std::string>& argv);
 
+// A file an initramfs carries besides busybox and /init.
+struct InitramfsFile {
+  std::filesystem::path source;  // A host path.
+  std::string destination;       // Absolute, inside the initramfs.
+};
+
 // Builds DIR/initramfs.cpio (newc, made by the root's cpio) holding the
-// root's static busybox as /bin/busybox and |init_script| as /init; |dir| must
-// be under |root|. Returns the archive's host path.
+// root's static busybox as /bin/busybox, |init_script| as /init and
+// |files|; |dir| must be under |root|. Returns the archive's host path.
 Result<std::filesystem::path> BuildBusyboxInitramfs(const std::filesystem::path& root,
                                                     const std::filesystem::path& dir,
-                                                    std::string_view init_script);
+                                                    std::string_view init_script,
+                                                    const std::vector<InitramfsFile>& files = {});
+
+// |programs| (host binaries) as /bin/NAME, with every shared library ldd
+// lists for them, the dynamic loader included, at its host path: the
+// project's programs run in the guest as they do here. Errors: EIO ldd
+// failed or a library was not found.
+Result<std::vector<InitramfsFile>> HostProgramFiles(
+    const std::vector<std::filesystem::path>& programs);
+
+// The root kernel's modules |names| (as modprobe names them) with the
+// modules they depend on (modules.dep), decompressed into |dir| and
+// carried as /modules/NN-NAME.ko, NN the order to load them in. Errors:
+// ENOENT a module the kernel does not have; EIO xz failed.
+Result<std::vector<InitramfsFile>> RootKernelModules(const std::filesystem::path& root,
+                                                     const std::filesystem::path& dir,
+                                                     const std::vector<std::string>& names);
 
 // One QEMU process chrooted into the root, started with exactly |args| after
 // the binary name; its stdin/stdout (the console with -serial stdio) are a
@@ -60,7 +82,12 @@ class QemuGuest {
   // it (without CR LF); lines already read count. Errors: ETIMEDOUT none in
   // |timeout|; EPIPE QEMU closed the console first (exit status and stderr in
   // the context).
-  Result<std::string> WaitForLine(std::string_view needle, std::chrono::milliseconds timeout);
+  Result<std::string> WaitForLine(std::string_view needle, std::chrono::milliseconds timeout) {
+    return WaitForLineFrom(0, needle, timeout);
+  }
+  // The same over the lines that start at or after byte |from| of console().
+  Result<std::string> WaitForLineFrom(size_t from, std::string_view needle,
+                                      std::chrono::milliseconds timeout);
   // Writes |text| to QEMU's stdin (the console, or the monitor with -monitor
   // stdio). EPIPE once QEMU closed it.
   Result<void> Send(std::string_view text);
