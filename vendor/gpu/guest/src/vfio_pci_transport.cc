@@ -11,40 +11,20 @@
 
 #include <fmt/format.h>
 
-#include <cctype>
 #include <cstring>
-#include <filesystem>
 
+#include "umdev/common/pci_sysfs.h"
 #include "umdev/vendor/gpu/gpu_regs.h"
 
 namespace umdev::gpu_guest {
 namespace {
 
-namespace fs = std::filesystem;
 namespace regs = umdev::vendor::gpu::regs;
 
 // PCI config space: the Command register and the bits a driver sets.
 constexpr uint64_t kPciCommand = 0x04;
 constexpr uint16_t kPciCommandMemory = 1u << 1;
 constexpr uint16_t kPciCommandMaster = 1u << 2;
-
-// The last component of a sysfs link (a driver's or a group's name), or
-// empty when there is no link.
-std::string LinkName(const fs::path& link) {
-  std::error_code ec;
-  const fs::path target = fs::read_symlink(link, ec);
-  return ec ? std::string() : target.filename().string();
-}
-
-// What a user types to hand |address| to vfio-pci, as driverctl does.
-std::string BindHint(const std::string& sysfs, const std::string& address,
-                     const std::string& driver) {
-  std::string hint = fmt::format(
-      "bind it with: modprobe vfio-pci; echo vfio-pci > {0}/bus/pci/devices/{1}/driver_override; ",
-      sysfs, address);
-  if (!driver.empty()) hint += fmt::format("echo {} > {}/bus/pci/drivers/{}/unbind; ", address, sysfs, driver);
-  return hint + fmt::format("echo {} > {}/bus/pci/drivers_probe", address, sysfs);
-}
 
 // Stores to DMA memory reach the device before a later MMIO store: x86
 // keeps stores in order (uncached ones included), so only the compiler
@@ -59,31 +39,9 @@ inline void StoreBarrier() {
 
 }  // namespace
 
-Result<std::string> NormalizePciAddress(const std::string& text) {
-  std::string address = text;
-  for (char& c : address) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (address.size() == 7) address = "0000:" + address;
-  // DDDD:BB:DD.F
-  static constexpr const char* kShape = "xxxx:xx:xx.x";
-  bool ok = address.size() == std::strlen(kShape);
-  for (size_t i = 0; ok && i < address.size(); ++i) {
-    ok = kShape[i] == 'x' ? std::isxdigit(static_cast<unsigned char>(address[i])) != 0
-                          : address[i] == kShape[i];
-  }
-  if (ok) {
-    const unsigned slot = static_cast<unsigned>(std::stoul(address.substr(8, 2), nullptr, 16));
-    const unsigned function = static_cast<unsigned>(address[11] - '0');
-    ok = slot < 32 && function < 8;
-  }
-  if (!ok) {
-    return Fail(EINVAL, fmt::format("'{}' is not a PCI address (DDDD:BB:DD.F or BB:DD.F)", text));
-  }
-  return address;
-}
-
 Result<std::unique_ptr<VfioPciTransport>> VfioPciTransport::Open(const std::string& address,
                                                                   const VfioPciPaths& paths) {
-  UMDEV_ASSIGN_OR_RETURN(std::string normalized, NormalizePciAddress(address));
+  UMDEV_ASSIGN_OR_RETURN(std::string normalized, pci::NormalizeAddress(address));
   auto transport = std::unique_ptr<VfioPciTransport>(new VfioPciTransport(std::move(normalized)));
   UMDEV_TRY(transport->Attach(paths));
   return transport;
@@ -101,24 +59,24 @@ VfioPciTransport::~VfioPciTransport() {
 }
 
 Result<void> VfioPciTransport::Attach(const VfioPciPaths& paths) {
-  const fs::path device_dir = fs::path(paths.sysfs) / "bus/pci/devices" / address_;
-  std::error_code ec;
-  if (!fs::exists(device_dir, ec)) {
+  const pci::Sysfs sysfs(paths.sysfs);
+  if (!sysfs.Exists(address_)) {
     return Fail(ENODEV, fmt::format("no PCI device {} (lspci lists the guest's devices)", address_));
   }
-  const std::string driver = LinkName(device_dir / "driver");
+  const std::string driver = sysfs.DriverOf(address_);
   if (driver != "vfio-pci") {
-    return Fail(EBUSY, fmt::format("{} is {}; {}", address_,
+    return Fail(EBUSY, fmt::format("{} is {}; bind it with: {}", address_,
                                    driver.empty() ? "bound to no driver"
                                                   : "bound to " + driver + ", not vfio-pci",
-                                   BindHint(paths.sysfs, address_, driver)));
+                                   sysfs.BindCommands(address_, driver)));
   }
-  const std::string group = LinkName(device_dir / "iommu_group");
-  if (group.empty()) {
+  const std::optional<unsigned> group_number = sysfs.IommuGroupOf(address_);
+  if (!group_number) {
     return Fail(ENODEV, fmt::format("{} has no IOMMU group: boot the guest with intel_iommu=on "
                                     "and give QEMU -device intel-iommu,caching-mode=on",
                                     address_));
   }
+  const std::string group = std::to_string(*group_number);
 
   const std::string container_path = paths.dev + "/vfio/vfio";
   container_.Reset(::open(container_path.c_str(), O_RDWR | O_CLOEXEC));

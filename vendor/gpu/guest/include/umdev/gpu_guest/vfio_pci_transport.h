@@ -21,10 +21,6 @@ struct VfioPciPaths {
   std::string dev = "/dev";
 };
 
-// "DDDD:BB:DD.F" from "DDDD:BB:DD.F" or "BB:DD.F" (domain 0000), lower
-// case. Errors: EINVAL anything else.
-Result<std::string> NormalizePciAddress(const std::string& text);
-
 // One thread at a time (the runtime's).
 class VfioPciTransport final : public Transport {
  public:
