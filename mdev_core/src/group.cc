@@ -17,9 +17,47 @@ Result<std::shared_ptr<GroupFile>> Group::Open() {
   MutexLock lock(mu_);
   if (file_open_) return Fail(EBUSY, fmt::format("group {} is already open", id_));
   if (cdev_opens_ > 0) return Fail(EBUSY, fmt::format("group {}: device open through cdev", id_));
-  if (device_->is_removing()) return Fail(ENODEV, fmt::format("group {} is being removed", id_));
+  if (devices_.empty() || devices_.front()->is_removing()) {
+    return Fail(ENODEV, fmt::format("group {} is being removed", id_));
+  }
   file_open_ = true;
   return std::make_shared<GroupFile>(shared_from_this());
+}
+
+std::shared_ptr<Device> Group::device() const {
+  MutexLock lock(mu_);
+  return devices_.empty() ? nullptr : devices_.front();
+}
+
+std::vector<std::shared_ptr<Device>> Group::devices() const {
+  MutexLock lock(mu_);
+  return devices_;
+}
+
+std::shared_ptr<Device> Group::FindDeviceLocked(std::string_view name) const {
+  for (const auto& device : devices_) {
+    if (device->name() == name) return device;
+  }
+  return nullptr;
+}
+
+Result<void> Group::AddDevice(std::shared_ptr<Device> device) {
+  MutexLock lock(mu_);
+  if (file_open_ || cdev_opens_ > 0 || container_ != nullptr) {
+    return Fail(EBUSY, fmt::format("group {} is in use: {} joins it once it is closed", id_,
+                                   device->name()));
+  }
+  if (FindDeviceLocked(device->name()) != nullptr) {
+    return Fail(EEXIST, fmt::format("group {} already holds {}", id_, device->name()));
+  }
+  devices_.push_back(std::move(device));
+  return {};
+}
+
+size_t Group::RemoveDevice(const Device& device) {
+  MutexLock lock(mu_);
+  std::erase_if(devices_, [&](const auto& held) { return held.get() == &device; });
+  return devices_.size();
 }
 
 bool Group::is_open() const {
@@ -90,25 +128,27 @@ Result<void> GroupFile::UnsetContainer() {
 Result<std::unique_ptr<DeviceFile>> GroupFile::GetDeviceFd(std::string_view name) {
   Group& group = *group_;
   std::shared_ptr<IommuBackend> iommu;
+  std::shared_ptr<Device> device;
   {
     MutexLock lock(group.mu_);
     iommu = group.container_ != nullptr ? group.container_->iommu() : nullptr;
     if (iommu == nullptr) {
       return Fail(EINVAL, fmt::format("group {}: the container has no IOMMU backend", group.id_));
     }
-    if (name != group.device_->name()) {
+    device = group.FindDeviceLocked(name);
+    if (device == nullptr) {
       return Fail(ENODEV, fmt::format("group {} has no device '{}'", group.id_, name));
     }
     ++group.container_users_;
   }
-  auto generation = group.device_->OpenFor(iommu, group_->vm());
+  auto generation = device->OpenFor(iommu, group_->vm());
   if (!generation.has_value()) {
     MutexLock lock(group.mu_);
     group.ReleaseUserLocked();
     return std::unexpected(generation.error());
   }
   std::shared_ptr<Group> owner = group_;
-  return std::unique_ptr<DeviceFile>(new DeviceFile(group.device_, std::move(iommu),
+  return std::unique_ptr<DeviceFile>(new DeviceFile(std::move(device), std::move(iommu),
                                                     shared_from_this(), *generation, [owner] {
                                                       MutexLock lock(owner->mu_);
                                                       owner->ReleaseUserLocked();
@@ -157,21 +197,28 @@ void ExternalGroupRef::Put() {
 Result<std::unique_ptr<DeviceFile>> OpenDeviceCdev(const std::shared_ptr<Group>& group,
                                                    const std::shared_ptr<AddressSpace>& space,
                                                    std::shared_ptr<const Vm> vm) {
+  std::shared_ptr<Device> device;
   {
     MutexLock lock(group->mu_);
     // kernel vfio_device_block_group: the two paths exclude each other.
     if (group->file_open_) {
       return Fail(EBUSY, fmt::format("group {} is open through the group path", group->id_));
     }
+    // Only emulated groups are reached this way here: each holds one device.
+    if (group->devices_.size() != 1) {
+      return Fail(EINVAL, fmt::format("group {} holds {} devices: open them through the group",
+                                      group->id_, group->devices_.size()));
+    }
+    device = group->devices_.front();
     ++group->cdev_opens_;
   }
-  auto generation = group->device_->OpenFor(space->iommu(), std::move(vm));
+  auto generation = device->OpenFor(space->iommu(), std::move(vm));
   if (!generation.has_value()) {
     MutexLock lock(group->mu_);
     --group->cdev_opens_;
     return std::unexpected(generation.error());
   }
-  return std::unique_ptr<DeviceFile>(new DeviceFile(group->device_, space->iommu(), space,
+  return std::unique_ptr<DeviceFile>(new DeviceFile(std::move(device), space->iommu(), space,
                                                     *generation, [group] {
                                                       MutexLock lock(group->mu_);
                                                       --group->cdev_opens_;

@@ -36,15 +36,27 @@ struct Registry::Mdev {
   std::shared_ptr<Group> group;
 };
 
+struct Registry::BusDevice {
+  std::string name;
+  std::string driver;
+  unsigned group_id = 0;
+  bool removing = false;
+  std::shared_ptr<Device> device;
+  std::shared_ptr<Group> group;
+};
+
 Registry::Registry(RegistryOptions options) : options_(options) {}
 
 Registry::~Registry() {
   std::vector<std::string> names;
+  std::vector<std::string> devices;
   {
     MutexLock lock(mu_);
     for (const auto& [name, parent] : parents_) names.push_back(name);
+    for (const auto& [name, device] : bus_devices_) devices.push_back(name);
   }
   for (const auto& name : names) (void)UnregisterParent(name);
+  for (const auto& name : devices) (void)UnregisterDevice(name);
 }
 
 template <typename F>
@@ -66,6 +78,21 @@ Result<void> Registry::PrepareObservers(const Uuid& uuid) {
   for (size_t i = 0; i < observers.size(); ++i) {
     if (auto prepared = observers[i]->PrepareMdev(uuid); !prepared.has_value()) {
       for (size_t j = 0; j < i; ++j) observers[j]->AbandonMdev(uuid);
+      return prepared;
+    }
+  }
+  return {};
+}
+
+Result<void> Registry::PrepareDeviceObservers(const std::string& name) {
+  std::vector<RegistryObserver*> observers;
+  {
+    MutexLock lock(mu_);
+    observers = observers_;
+  }
+  for (size_t i = 0; i < observers.size(); ++i) {
+    if (auto prepared = observers[i]->PrepareDevice(name); !prepared.has_value()) {
+      for (size_t j = 0; j < i; ++j) observers[j]->AbandonDevice(name);
       return prepared;
     }
   }
@@ -104,9 +131,11 @@ MdevStatus Registry::StatusLocked(const Mdev& mdev) const {
 }
 
 unsigned Registry::AllocateGroupIdLocked() {
-  // The smallest free id, as the kernel's IOMMU group ida hands out.
+  // The smallest free id, as the kernel's IOMMU group ida hands out; real
+  // groups keep the numbers the host gave them.
   std::set<unsigned> used;
   for (const auto& [uuid, mdev] : mdevs_) used.insert(mdev->group_id);
+  for (const auto& [name, device] : bus_devices_) used.insert(device->group_id);
   unsigned id = 0;
   while (used.contains(id)) ++id;
   return id;
@@ -343,6 +372,7 @@ Result<MdevStatus> Registry::FindMdev(const Uuid& uuid) const {
 
 Result<std::shared_ptr<Group>> Registry::FindGroup(unsigned group_id) const {
   MutexLock lock(mu_);
+  if (auto real = real_groups_.find(group_id); real != real_groups_.end()) return real->second;
   for (const auto& [uuid, mdev] : mdevs_) {
     if (mdev->group_id == group_id && mdev->state == Mdev::State::kActive) return mdev->group;
   }
@@ -356,6 +386,126 @@ Result<std::shared_ptr<Group>> Registry::FindGroupOf(const Uuid& uuid) const {
     return Fail(ENODEV, "no mdev " + uuid.ToString());
   }
   return it->second->group;
+}
+
+BusDeviceStatus Registry::StatusLocked(const BusDevice& device) const {
+  return BusDeviceStatus{.name = device.name,
+                         .driver = device.driver,
+                         .iommu_group = device.group_id,
+                         .open = device.device->is_open()};
+}
+
+Result<void> Registry::RegisterDevice(BusDeviceSpec spec) {
+  if (spec.name.empty() || spec.name.size() > 64 || spec.name.find('/') != std::string::npos ||
+      spec.name == "." || spec.name == ".." || spec.driver.empty() || !spec.probe) {
+    return Fail(EINVAL, fmt::format("register device '{}' of driver '{}': a name (1 .. 64 bytes, "
+                                    "no '/'), a driver and a probe",
+                                    spec.name, spec.driver));
+  }
+  auto entry = std::make_shared<BusDevice>();
+  entry->name = spec.name;
+  entry->driver = spec.driver;
+  entry->group_id = spec.iommu_group;
+  entry->removing = true;  // Not visible until it is in its group.
+  {
+    MutexLock lock(mu_);
+    const auto uuid = Uuid::Parse(spec.name);
+    if (bus_devices_.contains(spec.name) || (uuid.has_value() && mdevs_.contains(*uuid))) {
+      return Fail(EEXIST, "device " + spec.name + " already exists");
+    }
+    for (const auto& [id, mdev] : mdevs_) {
+      if (mdev->group_id == spec.iommu_group) {
+        return Fail(EBUSY, fmt::format("IOMMU group {} is mdev {}'s", spec.iommu_group,
+                                       id.ToString()));
+      }
+    }
+    bus_devices_.emplace(spec.name, entry);
+  }
+  auto device = std::make_shared<Device>(spec.name);
+  Result<std::unique_ptr<DeviceOps>> ops = spec.probe(*device);
+  if (ops.has_value() && *ops == nullptr) ops = Fail(EINVAL, "probe returned no device");
+  Result<void> ready = ops.has_value() ? device->Bind(std::move(*ops))
+                                       : Result<void>(std::unexpected(ops.error()));
+  if (ready.has_value()) ready = PrepareDeviceObservers(spec.name);
+  const bool prepared = ready.has_value();
+  BusDeviceStatus status;
+  {
+    MutexLock lock(mu_);
+    if (ready.has_value()) {
+      auto group = real_groups_.find(spec.iommu_group);
+      if (group == real_groups_.end()) {
+        real_groups_.emplace(spec.iommu_group,
+                             std::make_shared<Group>(spec.iommu_group, device, spec.iommu_driver));
+      } else {
+        ready = group->second->AddDevice(device);
+      }
+    }
+    if (!ready.has_value()) {
+      bus_devices_.erase(spec.name);
+    } else {
+      entry->device = device;
+      entry->group = real_groups_.at(spec.iommu_group);
+      entry->removing = false;
+      status = StatusLocked(*entry);
+    }
+  }
+  if (!ready.has_value()) {
+    // Refused after every observer prepared (the group would not take it):
+    // they undo it. The vendor object goes with the device, no lock held.
+    if (prepared) Notify([&](RegistryObserver& o) { o.AbandonDevice(spec.name); });
+    device->Unregister(std::chrono::milliseconds(0), std::chrono::milliseconds(0));
+    return std::unexpected(Wrap(ready.error(), "register device " + spec.name));
+  }
+  spdlog::info("VFIO: registered {} ({}), IOMMU group {}", status.name, status.driver,
+               status.iommu_group);
+  Notify([&](RegistryObserver& o) { o.OnDeviceRegistered(status); });
+  return {};
+}
+
+Result<void> Registry::UnregisterDevice(std::string_view name) {
+  std::shared_ptr<BusDevice> entry;
+  BusDeviceStatus status;
+  {
+    MutexLock lock(mu_);
+    auto it = bus_devices_.find(name);
+    if (it == bus_devices_.end()) return Fail(ENODEV, fmt::format("no device '{}'", name));
+    entry = it->second;
+    if (entry->removing) return Fail(EAGAIN, fmt::format("device '{}' is already going", name));
+    entry->removing = true;
+    status = StatusLocked(*entry);
+  }
+  // Waits for the user (bounded) and destroys the vendor object; no lock held.
+  entry->device->Unregister(options_.removal_bound, options_.request_interval);
+  {
+    MutexLock lock(mu_);
+    if (entry->group->RemoveDevice(*entry->device) == 0) real_groups_.erase(entry->group_id);
+    bus_devices_.erase(entry->name);
+    changed_.NotifyAll();
+  }
+  status.open = false;
+  spdlog::info("VFIO: unregistered {}", status.name);
+  Notify([&](RegistryObserver& o) { o.OnDeviceUnregistered(status); });
+  return {};
+}
+
+std::vector<BusDeviceStatus> Registry::BusDevices() const {
+  MutexLock lock(mu_);
+  std::vector<BusDeviceStatus> result;
+  for (const auto& [name, device] : bus_devices_) {
+    if (!device->removing) result.push_back(StatusLocked(*device));
+  }
+  return result;
+}
+
+Result<std::shared_ptr<Group>> Registry::FindGroupOfDevice(std::string_view name) const {
+  {
+    MutexLock lock(mu_);
+    auto it = bus_devices_.find(name);
+    if (it != bus_devices_.end() && !it->second->removing) return it->second->group;
+  }
+  const auto uuid = Uuid::Parse(name);
+  if (!uuid.has_value()) return Fail(ENODEV, fmt::format("no device '{}'", name));
+  return FindGroupOf(*uuid);
 }
 
 Result<std::shared_ptr<Device>> Registry::FindDevice(const Uuid& uuid) const {

@@ -32,13 +32,18 @@ class Group;
 class Device final : public DmaAccess, private DmaUnmapListener,
                      public std::enable_shared_from_this<Device> {
  public:
+  // An mdev instance, named by its UUID.
   explicit Device(Uuid uuid, VmPolicy vm_policy = {}, std::shared_ptr<VmClaims> vm_claims = nullptr)
-      : uuid_(uuid), vm_(vm_policy, std::move(vm_claims)) {}
+      : uuid_(uuid), name_(uuid.ToString()), vm_(vm_policy, std::move(vm_claims)) {}
+  // A device a bus driver registers (Registry::RegisterDevice), named by
+  // its bus address; its uuid() is nil.
+  explicit Device(std::string name) : name_(std::move(name)), vm_(VmPolicy{}, nullptr) {}
   ~Device() override;
 
   const Uuid& uuid() const { return uuid_; }
-  // The name VFIO_GROUP_GET_DEVICE_FD matches: the UUID string.
-  std::string name() const { return uuid_.ToString(); }
+  // The name VFIO_GROUP_GET_DEVICE_FD matches: an mdev's UUID string, a
+  // bus device's address.
+  const std::string& name() const { return name_; }
 
   // Installs the vendor object after Probe(). Errors: EINVAL the device pins
   // pages but has no dma_unmap listener (the kernel's contract for emulated
@@ -162,6 +167,7 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   Result<void> WriteBusyPoll(std::string_view value);
 
   const Uuid uuid_;
+  const std::string name_;
   DeviceVmState vm_;  // Latched and released inside open/close transitions.
   const std::shared_ptr<std::atomic<uint32_t>> busy_poll_us_ =
       std::make_shared<std::atomic<uint32_t>>(0);

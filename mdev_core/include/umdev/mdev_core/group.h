@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "umdev/common/error.h"
 #include "umdev/common/mutex.h"
@@ -15,18 +16,34 @@ namespace umdev {
 class GroupFile;
 class ExternalGroupRef;
 
-// One per mdev, as vfio_register_emulated_iommu_dev() makes. Thread-safe.
+// One per mdev, as vfio_register_emulated_iommu_dev() makes; or a real
+// IOMMU group of the devices a bus driver registers, which may hold
+// several (vfio_register_group_dev). Thread-safe.
 //
 // container_users_ counts what keeps the group in its container (kernel
 // container_users): 1 for the group file's SET_CONTAINER, 1 per open device,
 // 1 per external user. At 0 the group leaves the container.
 class Group : public std::enable_shared_from_this<Group> {
  public:
-  Group(unsigned id, std::shared_ptr<Device> device) : id_(id), device_(std::move(device)) {}
+  // |iommu_driver|: the backend a container holding this group must use (a
+  // real group's IOMMU, as the kernel's type1 attaches the group's domain);
+  // null for an emulated group, which takes the container's choice.
+  Group(unsigned id, std::shared_ptr<Device> device,
+        std::shared_ptr<IommuDriver> iommu_driver = nullptr)
+      : id_(id), iommu_driver_(std::move(iommu_driver)), devices_{std::move(device)} {}
   ~Group();
 
   unsigned id() const { return id_; }
-  const std::shared_ptr<Device>& device() const { return device_; }
+  // The first device: an emulated group's only one.
+  std::shared_ptr<Device> device() const UMDEV_EXCLUDES(mu_);
+  std::vector<std::shared_ptr<Device>> devices() const UMDEV_EXCLUDES(mu_);
+  const std::shared_ptr<IommuDriver>& iommu_driver() const { return iommu_driver_; }
+  // Another device of a real group joins it. Errors: EBUSY the group is
+  // open or in a container (the kernel allows it; umdev does not move a
+  // device under a user); EEXIST a device of that name is in it.
+  Result<void> AddDevice(std::shared_ptr<Device> device) UMDEV_EXCLUDES(mu_);
+  // Takes an unregistered device out; returns how many are left.
+  size_t RemoveDevice(const Device& device) UMDEV_EXCLUDES(mu_);
 
   // Opens /dev/vfio/<id>. Errors: EBUSY already open, or the device is open
   // through the cdev path; ENODEV the device is being removed.
@@ -47,9 +64,13 @@ class Group : public std::enable_shared_from_this<Group> {
   void ReleaseUserLocked() UMDEV_REQUIRES(mu_);
   void CloseFile() UMDEV_EXCLUDES(mu_);
 
+  // The device named |name|, or null.
+  std::shared_ptr<Device> FindDeviceLocked(std::string_view name) const UMDEV_REQUIRES(mu_);
+
   const unsigned id_;
-  const std::shared_ptr<Device> device_;
+  const std::shared_ptr<IommuDriver> iommu_driver_;
   mutable Mutex mu_;
+  std::vector<std::shared_ptr<Device>> devices_ UMDEV_GUARDED_BY(mu_);
   bool file_open_ UMDEV_GUARDED_BY(mu_) = false;
   unsigned cdev_opens_ UMDEV_GUARDED_BY(mu_) = 0;
   std::shared_ptr<Container> container_ UMDEV_GUARDED_BY(mu_);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -56,6 +57,28 @@ struct MdevStatus {
   std::optional<VmIdentity> vm;
 };
 
+// A device a bus driver registers (kernel vfio_register_group_dev, as
+// vfio-pci does): not an instance of a parent's type but a device of its
+// own, named by its bus address, in its real IOMMU group, which may hold
+// several such devices.
+struct BusDeviceSpec {
+  std::string name;    // "0000:01:00.0": GET_DEVICE_FD's name, the socket's
+  std::string driver;  // The bus driver's name ("passthrough").
+  unsigned iommu_group = 0;
+  // The group's IOMMU (see Group); the group's first device sets it.
+  std::shared_ptr<IommuDriver> iommu_driver;
+  // Makes the vendor object, with no registry lock held (the kernel's
+  // probe); the Device is its DmaAccess.
+  std::function<Result<std::unique_ptr<DeviceOps>>(Device&)> probe;
+};
+
+struct BusDeviceStatus {
+  std::string name;
+  std::string driver;
+  unsigned iommu_group = 0;
+  bool open = false;
+};
+
 // Told of changes after they happen, with no registry lock held, on the
 // thread that made the change. Must not block for long.
 class RegistryObserver {
@@ -77,6 +100,14 @@ class RegistryObserver {
   virtual void AbandonMdev(const Uuid& uuid) { (void)uuid; }
   virtual void OnMdevCreated(const MdevStatus& mdev) { (void)mdev; }
   virtual void OnMdevRemoved(const MdevStatus& mdev) { (void)mdev; }
+  // The same for a bus driver's devices (Registry::RegisterDevice).
+  virtual Result<void> PrepareDevice(const std::string& name) {
+    (void)name;
+    return {};
+  }
+  virtual void AbandonDevice(const std::string& name) { (void)name; }
+  virtual void OnDeviceRegistered(const BusDeviceStatus& device) { (void)device; }
+  virtual void OnDeviceUnregistered(const BusDeviceStatus& device) { (void)device; }
 };
 
 // Thread-safe. Vendor drivers are called with no registry lock held.
@@ -109,6 +140,23 @@ class Registry {
   // Errors: ENODEV unknown, or its parent is unregistering; EAGAIN already
   // being removed (or still being created).
   Result<void> RemoveMdev(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
+
+  // kernel vfio_register_group_dev. Errors: EINVAL an empty name or
+  // driver, a name with '/' or longer than 64 bytes, no probe; EEXIST the
+  // name is taken (by a device or an mdev's UUID); EBUSY the group number
+  // is an emulated group's, or the group is in use; the probe's errors,
+  // after which nothing of the device remains; an observer's refusal.
+  Result<void> RegisterDevice(BusDeviceSpec spec) UMDEV_EXCLUDES(mu_);
+  // kernel vfio_unregister_group_dev: waits for the user as
+  // RegistryOptions says, then the device leaves its group (the group goes
+  // with its last device). Errors: ENODEV no such device; EAGAIN already
+  // being unregistered.
+  Result<void> UnregisterDevice(std::string_view name) UMDEV_EXCLUDES(mu_);
+  std::vector<BusDeviceStatus> BusDevices() const UMDEV_EXCLUDES(mu_);
+  // The group of a bus device or of an mdev (by its UUID string). Errors:
+  // ENODEV neither.
+  Result<std::shared_ptr<Group>> FindGroupOfDevice(std::string_view name) const
+      UMDEV_EXCLUDES(mu_);
 
   std::vector<ParentStatus> Parents() const UMDEV_EXCLUDES(mu_);
   std::vector<MdevStatus> Mdevs() const UMDEV_EXCLUDES(mu_);
@@ -145,6 +193,7 @@ class Registry {
  private:
   struct Parent;
   struct Mdev;
+  struct BusDevice;
 
   std::shared_ptr<Parent> FindParentLocked(std::string_view name) const UMDEV_REQUIRES(mu_);
   MdevStatus StatusLocked(const Mdev& mdev) const UMDEV_REQUIRES(mu_);
@@ -157,6 +206,8 @@ class Registry {
   // PrepareMdev() on every observer; on a refusal, AbandonMdev() on those
   // that had prepared, and the refusal is returned.
   Result<void> PrepareObservers(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
+  Result<void> PrepareDeviceObservers(const std::string& name) UMDEV_EXCLUDES(mu_);
+  BusDeviceStatus StatusLocked(const BusDevice& device) const UMDEV_REQUIRES(mu_);
 
   const RegistryOptions options_;
   IommuDrivers iommu_drivers_;
@@ -165,6 +216,9 @@ class Registry {
   std::map<std::string, std::shared_ptr<Parent>, std::less<>> parents_ UMDEV_GUARDED_BY(mu_);
   // Every instance of every parent: UUIDs are unique system-wide.
   std::map<Uuid, std::shared_ptr<Mdev>> mdevs_ UMDEV_GUARDED_BY(mu_);
+  // Bus drivers' devices by name, and their real groups by number.
+  std::map<std::string, std::shared_ptr<BusDevice>, std::less<>> bus_devices_ UMDEV_GUARDED_BY(mu_);
+  std::map<unsigned, std::shared_ptr<Group>> real_groups_ UMDEV_GUARDED_BY(mu_);
   std::vector<RegistryObserver*> observers_ UMDEV_GUARDED_BY(mu_);
 };
 
