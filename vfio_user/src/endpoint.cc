@@ -20,12 +20,11 @@
 
 namespace umdev::vfio_user {
 
-Endpoint::Endpoint(Registry& registry, Uuid uuid, std::string path, EventLoop& loop,
+Endpoint::Endpoint(Registry& registry, std::string name, std::string path, EventLoop& loop,
                    const ServerOptions& options)
     : registry_(registry),
-      uuid_(uuid),
       path_(std::move(path)),
-      name_(uuid.ToString()),
+      name_(std::move(name)),
       loop_(loop),
       options_(options),
       allowed_uids_(options.allowed_uids) {
@@ -211,7 +210,7 @@ void Endpoint::ServeClient(Client& client, UniqueFd socket) {
 }
 
 Result<OpenedDevice> Endpoint::OpenDevice(const std::shared_ptr<kvm::ClientVm>& vm) {
-  UMDEV_ASSIGN_OR_RETURN(auto group, registry_.FindGroupOf(uuid_));
+  UMDEV_ASSIGN_OR_RETURN(auto group, registry_.FindGroupOfDevice(name_));
   // What QEMU's VFIO and KVM do for a group: open it, put it in a container
   // of its own (sessions never share DMA), pick type1v2, hand the file to
   // KVM (which records the VM and holds the group), then open the device,
@@ -227,7 +226,8 @@ Result<OpenedDevice> Endpoint::OpenDevice(const std::shared_ptr<kvm::ClientVm>& 
   UMDEV_TRY(holder->file->SetContainer(holder->container));
   UMDEV_TRY(holder->container->SetIommu(VFIO_TYPE1v2_IOMMU));
   UMDEV_ASSIGN_OR_RETURN(holder->kvm_file, kvm::KvmVfioFile::Add(holder->file, vm));
-  UMDEV_ASSIGN_OR_RETURN(auto file, holder->file->GetDeviceFd(group->device()->name()));
+  // This endpoint's device: a real group may hold several.
+  UMDEV_ASSIGN_OR_RETURN(auto file, holder->file->GetDeviceFd(name_));
   OpenedDevice opened;
   opened.iommu = holder->container->iommu();
   opened.file = std::move(file);

@@ -11,14 +11,13 @@
 #include "event_loop.h"
 #include "session.h"
 #include "umdev/common/mutex.h"
-#include "umdev/common/uuid.h"
 #include "umdev/kvm/client_vm.h"
 #include "umdev/mdev_core/registry.h"
 #include "umdev/vfio_user/server.h"
 
 namespace umdev::vfio_user {
 
-// Listens on DIR/<uuid>.sock and serves one client at a time. Open/Close from
+// Listens on DIR/<name>.sock and serves one client at a time. Open/Close from
 // any thread (they run their work on the shared loop, which accepts). Each
 // attached client is served on a thread of its own (a one-thread EventLoop):
 // a client that stalls its device (a slow vendor call, a DMA reply it never
@@ -26,7 +25,7 @@ namespace umdev::vfio_user {
 // loop or another device.
 class Endpoint : public std::enable_shared_from_this<Endpoint> {
  public:
-  Endpoint(Registry& registry, Uuid uuid, std::string path, EventLoop& loop,
+  Endpoint(Registry& registry, std::string name, std::string path, EventLoop& loop,
            const ServerOptions& options);
   ~Endpoint() { Close(); }
   Endpoint(const Endpoint&) = delete;
@@ -85,9 +84,8 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   void DropClient();
 
   Registry& registry_;
-  const Uuid uuid_;
   const std::string path_;
-  const std::string name_;  // For logs.
+  const std::string name_;  // The device's: an mdev's UUID string, a bus device's address.
   EventLoop& loop_;
   const ServerOptions& options_;
 

@@ -1,5 +1,5 @@
-// Server: the loop pool and one endpoint per mdev instance, kept in step
-// with the registry.
+// Server: the loop pool and one endpoint per device (mdev or bus device),
+// kept in step with the registry.
 #include "umdev/vfio_user/server.h"
 
 #include <sys/stat.h>
@@ -11,6 +11,7 @@
 
 #include "endpoint.h"
 #include "umdev/common/accept.h"
+#include "umdev/common/pci_sysfs.h"
 #include "event_loop.h"
 
 namespace umdev::vfio_user {
@@ -20,8 +21,8 @@ Server::Server(Registry& registry, ServerOptions options)
 
 Server::~Server() { Stop(); }
 
-std::string Server::SocketPath(const Uuid& uuid) const {
-  return (std::filesystem::path(options_.socket_dir) / (uuid.ToString() + ".sock")).string();
+std::string Server::SocketPath(std::string_view name) const {
+  return (std::filesystem::path(options_.socket_dir) / (std::string(name) + ".sock")).string();
 }
 
 Result<void> Server::Start() {
@@ -47,8 +48,11 @@ Result<void> Server::Start() {
   // Observe first, then add what exists: an instance created in between is
   // seen twice, and AddEndpoint ignores the second.
   registry_.AddObserver(this);
-  for (const MdevStatus& mdev : registry_.Mdevs()) {
-    if (auto added = AddEndpoint(mdev.uuid); !added.has_value()) {
+  std::vector<std::string> names;
+  for (const MdevStatus& mdev : registry_.Mdevs()) names.push_back(mdev.uuid.ToString());
+  for (const BusDeviceStatus& device : registry_.BusDevices()) names.push_back(device.name);
+  for (const std::string& name : names) {
+    if (auto added = AddEndpoint(name); !added.has_value()) {
       Stop();
       return added;
     }
@@ -66,7 +70,9 @@ void Server::RemoveStaleSockets() const {
   size_t removed = 0;
   for (const auto& entry : std::filesystem::directory_iterator(options_.socket_dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (!name.ends_with(".sock") || !Uuid::Parse(name.substr(0, name.size() - 5)).has_value()) {
+    const std::string stem = name.substr(0, name.size() - std::min<size_t>(name.size(), 5));
+    if (!name.ends_with(".sock") ||
+        (!Uuid::Parse(stem).has_value() && !pci::NormalizeAddress(stem).has_value())) {
       continue;
     }
     if (std::filesystem::remove(entry.path(), error)) ++removed;
@@ -75,7 +81,7 @@ void Server::RemoveStaleSockets() const {
 }
 
 void Server::Stop() {
-  std::map<Uuid, std::shared_ptr<Endpoint>> endpoints;
+  std::map<std::string, std::shared_ptr<Endpoint>, std::less<>> endpoints;
   {
     MutexLock lock(mu_);
     if (!started_) return;
@@ -83,34 +89,34 @@ void Server::Stop() {
     endpoints.swap(endpoints_);
   }
   registry_.RemoveObserver(this);
-  for (auto& [uuid, endpoint] : endpoints) endpoint->Close();
+  for (auto& [name, endpoint] : endpoints) endpoint->Close();
   endpoints.clear();
   for (auto& loop : loops_) loop->Stop();
   loops_.clear();
 }
 
-Result<void> Server::AddEndpoint(const Uuid& uuid) {
+Result<void> Server::AddEndpoint(const std::string& name) {
   std::shared_ptr<Endpoint> endpoint;
   {
     MutexLock lock(mu_);
-    if (!started_ || endpoints_.contains(uuid)) return {};
+    if (!started_ || endpoints_.contains(name)) return {};
     EventLoop& loop = *loops_[next_loop_++ % loops_.size()];
-    endpoint = std::make_shared<Endpoint>(registry_, uuid, SocketPath(uuid), loop, options_);
-    endpoints_.emplace(uuid, endpoint);
+    endpoint = std::make_shared<Endpoint>(registry_, name, SocketPath(name), loop, options_);
+    endpoints_.emplace(name, endpoint);
   }
   if (auto opened = endpoint->Open(); !opened.has_value()) {
     MutexLock lock(mu_);
-    endpoints_.erase(uuid);
-    return std::unexpected(Wrap(opened.error(), "vfio-user socket for " + uuid.ToString()));
+    endpoints_.erase(name);
+    return std::unexpected(Wrap(opened.error(), "vfio-user socket for " + name));
   }
   return {};
 }
 
-void Server::RemoveEndpoint(const Uuid& uuid) {
+void Server::RemoveEndpoint(const std::string& name) {
   std::shared_ptr<Endpoint> endpoint;
   {
     MutexLock lock(mu_);
-    auto it = endpoints_.find(uuid);
+    auto it = endpoints_.find(name);
     if (it == endpoints_.end()) return;
     endpoint = std::move(it->second);
     endpoints_.erase(it);
@@ -118,28 +124,39 @@ void Server::RemoveEndpoint(const Uuid& uuid) {
   endpoint->Close();
 }
 
-Result<void> Server::PrepareMdev(const Uuid& uuid) {
-  if (auto added = AddEndpoint(uuid); !added.has_value()) {
-    spdlog::error("vfio-user: refusing instance {}: {}", uuid.ToString(),
-                  added.error().Describe());
+Result<void> Server::PrepareMdev(const Uuid& uuid) { return PrepareDevice(uuid.ToString()); }
+
+void Server::AbandonMdev(const Uuid& uuid) { RemoveEndpoint(uuid.ToString()); }
+
+void Server::OnMdevCreated(const MdevStatus& mdev) {
+  if (auto added = AddEndpoint(mdev.uuid.ToString()); !added.has_value()) {
+    spdlog::error("vfio-user: {}", added.error().Describe());
+  }
+}
+
+void Server::OnMdevRemoved(const MdevStatus& mdev) { RemoveEndpoint(mdev.uuid.ToString()); }
+
+Result<void> Server::PrepareDevice(const std::string& name) {
+  if (auto added = AddEndpoint(name); !added.has_value()) {
+    spdlog::error("vfio-user: refusing device {}: {}", name, added.error().Describe());
     return added;
   }
   return {};
 }
 
-void Server::AbandonMdev(const Uuid& uuid) { RemoveEndpoint(uuid); }
+void Server::AbandonDevice(const std::string& name) { RemoveEndpoint(name); }
 
-void Server::OnMdevCreated(const MdevStatus& mdev) {
-  if (auto added = AddEndpoint(mdev.uuid); !added.has_value()) {
+void Server::OnDeviceRegistered(const BusDeviceStatus& device) {
+  if (auto added = AddEndpoint(device.name); !added.has_value()) {
     spdlog::error("vfio-user: {}", added.error().Describe());
   }
 }
 
-void Server::OnMdevRemoved(const MdevStatus& mdev) { RemoveEndpoint(mdev.uuid); }
+void Server::OnDeviceUnregistered(const BusDeviceStatus& device) { RemoveEndpoint(device.name); }
 
 Result<void> Server::SetAllowedUids(const Uuid& uuid, std::vector<uid_t> uids) {
   MutexLock lock(mu_);
-  auto it = endpoints_.find(uuid);
+  auto it = endpoints_.find(uuid.ToString());
   if (it == endpoints_.end()) return Fail(ENODEV, "no vfio-user device " + uuid.ToString());
   it->second->SetAllowedUids(std::move(uids));
   return {};
@@ -147,7 +164,7 @@ Result<void> Server::SetAllowedUids(const Uuid& uuid, std::vector<uid_t> uids) {
 
 bool Server::IsConnected(const Uuid& uuid) const {
   MutexLock lock(mu_);
-  auto it = endpoints_.find(uuid);
+  auto it = endpoints_.find(uuid.ToString());
   return it != endpoints_.end() && it->second->connected();
 }
 

@@ -1,5 +1,6 @@
-// Server: serves every mdev instance of a registry over vfio-user, one UNIX
-// socket per instance (QEMU: -device vfio-user-pci,socket=...).
+// Server: serves every device of a registry (mdev instances and bus
+// drivers' devices) over vfio-user, one UNIX socket per device (QEMU:
+// -device vfio-user-pci,socket=...).
 #pragma once
 
 #include <sys/types.h>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "umdev/common/error.h"
@@ -60,7 +62,9 @@ class Server final : private RegistryObserver {
   // removes the sockets and joins the loops. Idempotent.
   void Stop() UMDEV_EXCLUDES(mu_);
 
-  std::string SocketPath(const Uuid& uuid) const;
+  // DIR/<name>.sock: an mdev's UUID string, a bus device's address.
+  std::string SocketPath(std::string_view name) const;
+  std::string SocketPath(const Uuid& uuid) const { return SocketPath(uuid.ToString()); }
   // Replaces a device's peer allow-list (the default is the server's). Takes
   // effect at the next connection. Errors: ENODEV no such instance.
   Result<void> SetAllowedUids(const Uuid& uuid, std::vector<uid_t> uids) UMDEV_EXCLUDES(mu_);
@@ -76,8 +80,13 @@ class Server final : private RegistryObserver {
   void AbandonMdev(const Uuid& uuid) override;
   void OnMdevCreated(const MdevStatus& mdev) override;
   void OnMdevRemoved(const MdevStatus& mdev) override;
-  Result<void> AddEndpoint(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
-  void RemoveEndpoint(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
+  // A bus driver's devices are served the same way, named by address.
+  Result<void> PrepareDevice(const std::string& name) override;
+  void AbandonDevice(const std::string& name) override;
+  void OnDeviceRegistered(const BusDeviceStatus& device) override;
+  void OnDeviceUnregistered(const BusDeviceStatus& device) override;
+  Result<void> AddEndpoint(const std::string& name) UMDEV_EXCLUDES(mu_);
+  void RemoveEndpoint(const std::string& name) UMDEV_EXCLUDES(mu_);
 
   Registry& registry_;
   const ServerOptions options_;
@@ -85,7 +94,7 @@ class Server final : private RegistryObserver {
   mutable Mutex mu_;
   bool started_ UMDEV_GUARDED_BY(mu_) = false;
   unsigned next_loop_ UMDEV_GUARDED_BY(mu_) = 0;
-  std::map<Uuid, std::shared_ptr<Endpoint>> endpoints_ UMDEV_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Endpoint>, std::less<>> endpoints_ UMDEV_GUARDED_BY(mu_);
 };
 
 }  // namespace umdev::vfio_user
