@@ -2,9 +2,10 @@
 // under TCG) with QEMU's intel-iommu and three of QEMU's edu devices, one on
 // the root bus and two behind a PCIe-to-PCI bridge (one IOMMU group), runs
 // the passthrough driver's kernel layer against them (edu_kernel_test,
-// carried into the guest with its libraries). The guest binds the devices
-// the way `umdevctl passthrough bind` will: driver_override, then
-// drivers_probe.
+// carried into the guest with its libraries), then umdevd serving the
+// root-bus edu over vfio-user and umdev-probe driving it: registers, DMA,
+// MSI, INTx, refusals, and a probe killed mid-DMA. The guest binds the
+// devices the way driverctl does: driver_override, then drivers_probe.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -49,7 +50,27 @@ std::string KernelTest(const std::string& filter) {
       kEdu, kPeerA, kPeerB, filter);
 }
 
-TEST(PassthroughGuestTest, TheKernelLayerDrivesEduThroughRealVfio) {
+constexpr const char* kSocket = "/tmp/umdev/vfio-user/0000:00:05.0.sock";
+
+// umdev-probe in the guest with |lines| as its script, on one connection.
+GuestCommandResult Probe(GuestShell& shell, const std::vector<std::string>& lines,
+                         const std::string& flags = "") {
+  std::string printf_args;
+  for (const std::string& line : lines) printf_args += " '" + line + "'";
+  auto ran = shell.Run(fmt::format("printf '%s\\n'{} > /tmp/p.probe; umdev-probe --socket {} {} - "
+                                   "< /tmp/p.probe",
+                                   printf_args, kSocket, flags),
+                       kCommandTimeout);
+  EXPECT_TRUE(ran.has_value()) << ran.error().Describe();
+  return ran.value_or(GuestCommandResult{});
+}
+
+std::string ProbeLog(GuestShell& shell) {
+  auto log = shell.Run("cat /tmp/umdevd.log", kCommandTimeout);
+  return log.has_value() ? "\numdevd log:\n" + log->output : std::string();
+}
+
+TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   const auto root = QemuRootFromEnvironment();
   if (!root) {
     GTEST_SKIP() << "UMDEV_QEMU_ROOT is not set: run 'make test', which builds the QEMU "
@@ -62,7 +83,7 @@ TEST(PassthroughGuestTest, TheKernelLayerDrivesEduThroughRealVfio) {
   auto files =
       RootKernelModules(*root, scratch->path(), {"vfio_pci", "vfio_iommu_type1", "uio_pci_generic"});
   ASSERT_TRUE(files.has_value()) << files.error().Describe();
-  auto programs = HostProgramFiles({EDU_KERNEL_TEST});
+  auto programs = HostProgramFiles({EDU_KERNEL_TEST, UMDEVD, UMDEV_PROBE});
   ASSERT_TRUE(programs.has_value()) << programs.error().Describe();
   files->insert(files->end(), programs->begin(), programs->end());
   auto initramfs =
@@ -131,6 +152,81 @@ TEST(PassthroughGuestTest, TheKernelLayerDrivesEduThroughRealVfio) {
   EXPECT_EQ(suite->status, 0) << suite->output;
   EXPECT_NE(suite->output.find("[  PASSED  ] 6 tests"), std::string::npos) << suite->output;
   EXPECT_EQ(suite->output.find("SKIPPED"), std::string::npos) << suite->output;
+
+  // umdevd in the guest serves the root-bus edu over vfio-user; umdev-probe
+  // in the guest drives it as QEMU would.
+  auto daemon = shell.Run(
+      fmt::format("printf '%s' '{{\"parents\":[{{\"driver\":\"passthrough\",\"devices\":"
+                  "[\"{0}\"]}}]}}' > /tmp/umdevd.json && (umdevd --state-dir /tmp/umdev "
+                  "--config /tmp/umdevd.json > /tmp/umdevd.log 2>&1 &) && i=0; while [ ! -S {1} ] "
+                  "&& [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done; ls -l {1}",
+                  kEdu, kSocket),
+      kCommandTimeout);
+  ASSERT_TRUE(daemon.has_value()) << daemon.error().Describe();
+  ASSERT_EQ(daemon->status, 0) << daemon->output << ProbeLog(shell);
+  // Registers, DMA both ways at an IOVA the real IOMMU translates, and MSI
+  // (edu raises it at the end of each DMA and of a factorial).
+  auto first = Probe(shell, {"info", "regions", "read 0 0x0 4", "write 0 0x4 0x12345678 4",
+                             "read 0 0x4 4", "write config 0x4 0x6 2",
+                             "map-memory 64K --iova 0x100000",
+                             "mem-write 0x100000 de:ad:be:ef:01:02:03:04", "arm-irq 1 0",
+                             "write 0 0x80 0x100000 8", "write 0 0x88 0x40000 8",
+                             "write 0 0x90 8 8", "write 0 0x98 5 8",
+                             "wait-irq 1 0 --timeout 5000", "write 0 0x64 0x100 4",
+                             "write 0 0x80 0x40000 8", "write 0 0x88 0x108000 8",
+                             "write 0 0x90 8 8", "write 0 0x98 7 8",
+                             "wait-irq 1 0 --timeout 5000", "write 0 0x64 0x100 4",
+                             "mem-read 0x108000 8", "write 0 0x20 0x80 4", "write 0 0x8 5 4",
+                             "wait-irq 1 0 --timeout 5000", "read 0 0x8 4"});
+  std::cout << "probe session 1:\n" << first.output;
+  EXPECT_EQ(first.status, 0) << first.output << ProbeLog(shell);
+  EXPECT_NE(first.output.find("0x010000ed"), std::string::npos) << "edu's ID";
+  EXPECT_NE(first.output.find("0xedcba987"), std::string::npos) << "liveness: the NOT";
+  EXPECT_NE(first.output.find("de ad be ef 01 02 03 04"), std::string::npos)
+      << "the bytes came back through the device";
+  EXPECT_NE(first.output.find("0x00000078"), std::string::npos) << "5! = 120";
+
+  // INTx in the next session (the last one's MSI was torn down), and the
+  // kernel's refusal to reset edu.
+  auto second = Probe(shell, {"arm-irq 0 0", "write 0 0x60 0x1 4", "wait-irq 0 0 --timeout 5000",
+                              "write 0 0x64 0x1 4", "unmask-irq 0 0", "reset"},
+                      "--keep-going");
+  std::cout << "probe session 2:\n" << second.output;
+  EXPECT_EQ(second.output.find("wait-irq:"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("ENOTTY"), std::string::npos) << "edu has no reset";
+
+  // DMA_MAP refusals: guest memory the daemon cannot map, and an overlap.
+  auto third = Probe(shell, {"map-memory 4K --iova 0x200000 --no-fd",
+                             "map-memory 4K --iova 0x300000", "map-memory 4K --iova 0x300000"},
+                     "--keep-going");
+  std::cout << "probe session 3:\n" << third.output;
+  EXPECT_NE(third.output.find("map-memory: iova 0x200000: Invalid argument (EINVAL)"),
+            std::string::npos)
+      << third.output;
+  EXPECT_NE(ProbeLog(shell).find("memory-backend-memfd,share=on"), std::string::npos)
+      << "the reason is in the daemon's log" << ProbeLog(shell);
+  EXPECT_NE(third.output.find("EEXIST"), std::string::npos) << third.output;
+
+  // A probe killed in the middle of a DMA: nothing stays pinned, and the
+  // next probe gets the device.
+  auto killed = shell.Run(
+      fmt::format("printf '%s\\n' 'map-memory 1M --iova 0x100000' 'write config 0x4 0x6 2' "
+                  "'write 0 0x80 0x100000 8' 'write 0 0x88 0x40000 8' 'write 0 0x90 4096 8' "
+                  "'write 0 0x98 1 8' 'wait-irq 1 0 --timeout 60000' > /tmp/kill.probe; "
+                  "umdev-probe --socket {0} - < /tmp/kill.probe & P=$!; sleep 1; "
+                  "grep VmLck /proc/$(pidof umdevd)/status; kill -9 $P; sleep 1; "
+                  "grep VmLck /proc/$(pidof umdevd)/status",
+                  kSocket),
+      kCommandTimeout);
+  ASSERT_TRUE(killed.has_value());
+  std::cout << "killed probe:\n" << killed->output;
+  const size_t last_lock = killed->output.rfind("VmLck:");
+  ASSERT_NE(last_lock, std::string::npos) << killed->output;
+  EXPECT_NE(killed->output.find("VmLck:", 0), last_lock) << "pinned while the probe lived";
+  EXPECT_NE(killed->output.find(" 0 kB", last_lock), std::string::npos) << killed->output;
+  auto fresh = Probe(shell, {"read 0 0x0 4"});
+  EXPECT_EQ(fresh.status, 0) << fresh.output << ProbeLog(shell);
+  EXPECT_NE(fresh.output.find("0x010000ed"), std::string::npos);
 
   ASSERT_TRUE(guest->Send("poweroff -f\n").has_value());
   auto status = guest->WaitExit(seconds(60));

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 
@@ -47,9 +48,35 @@ Result<void> Daemon::LockStateDir() {
   return {};
 }
 
+Result<void> Daemon::AddPassthrough(const nlohmann::json& entry) {
+  // Bounded before anything is opened: a config names tens of functions.
+  constexpr size_t kMaxDevices = 256;
+  const auto devices = entry.find("devices");
+  if (devices == entry.end() || !devices->is_array() || devices->size() > kMaxDevices ||
+      !std::all_of(devices->begin(), devices->end(),
+                   [](const nlohmann::json& d) { return d.is_string(); })) {
+    return Fail(EINVAL, fmt::format("config: passthrough needs \"devices\": an array of at most "
+                                    "{} PCI addresses",
+                                    kMaxDevices));
+  }
+  if (passthrough_ == nullptr) {
+    host_vfio_ = passthrough::SystemVfioKernel();
+    passthrough_ =
+        std::make_unique<passthrough::PassthroughDriver>(*registry_, *host_vfio_, pci::Sysfs());
+  }
+  for (const auto& device : *devices) {
+    UMDEV_TRY(passthrough_->Add(device.get<std::string>()));
+  }
+  return {};
+}
+
 Result<void> Daemon::RegisterParents() {
   for (const auto& entry : options_.config.parents) {
     const auto driver = entry["driver"].get<std::string>();
+    if (driver == "passthrough") {
+      UMDEV_TRY(AddPassthrough(entry));
+      continue;
+    }
     auto factory = factories_.find(driver);
     if (factory == factories_.end()) {
       return Fail(EINVAL, fmt::format("config: unknown parent driver \"{}\"", driver));
@@ -133,6 +160,8 @@ void Daemon::Stop() {
   if (autostart_ != nullptr) registry_->RemoveObserver(autostart_.get());
   autostart_.reset();
   sysfs_tree_.reset();
+  passthrough_.reset();  // Its devices leave the registry, then the host's groups close.
+  host_vfio_.reset();
   registry_.reset();  // Unregisters every parent and removes their instances.
   definitions_.reset();
   lock_fd_.Reset();

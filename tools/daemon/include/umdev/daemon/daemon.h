@@ -18,6 +18,7 @@
 #include "umdev/control/server.h"
 #include "umdev/daemon/autostart.h"
 #include "umdev/mdev_core/registry.h"
+#include "umdev/passthrough/passthrough_driver.h"
 #include "umdev/sysfs/fuse_server.h"
 #include "umdev/sysfs/tree.h"
 #include "umdev/vfio_user/server.h"
@@ -99,11 +100,17 @@ class Daemon {
  private:
   Result<void> LockStateDir();
   Result<void> RegisterParents();
+  // {"driver": "passthrough", "devices": ["0000:01:00.0", ...]}: functions
+  // bound to the host's vfio-pci, served beside the mdevs. Errors: EINVAL
+  // a malformed entry; PassthroughDriver::Add's.
+  Result<void> AddPassthrough(const nlohmann::json& entry);
 
   const Options options_;
   std::map<std::string, ParentFactory> factories_;
   UniqueFd lock_fd_;
   std::unique_ptr<Registry> registry_;
+  std::unique_ptr<passthrough::VfioKernel> host_vfio_;
+  std::unique_ptr<passthrough::PassthroughDriver> passthrough_;
   std::unique_ptr<vfio_user::Server> vfio_user_;
   std::unique_ptr<control::DefinitionStore> definitions_;
   std::unique_ptr<Autostarter> autostart_;
