@@ -108,8 +108,14 @@ void Session::Dispatch(Message& message) {
   // Fds the handler did not keep are closed before the client hears back.
   message.fds.clear();
   if (!reply.has_value()) {
-    spdlog::debug("vfio-user: {}: {} failed: {}", name_, CommandName(header.command),
-                  reply.error().Describe());
+    // The reply carries only an errno: the first failure of each command in
+    // a session is logged where an operator sees it (why a DMA_MAP was
+    // refused, say), the rest at debug so that a client cannot flood the log.
+    const bool first = header.command < warned_.size() && !warned_.test(header.command);
+    if (first) warned_.set(header.command);
+    spdlog::log(first ? spdlog::level::warn : spdlog::level::debug, "vfio-user: {}: {} failed: {}{}",
+                name_, CommandName(header.command), reply.error().Describe(),
+                first ? " (more failures of it in this session at debug level)" : "");
   }
   if (message.wants_reply()) {
     SendReply(header, reply);

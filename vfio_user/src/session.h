@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <bitset>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -123,6 +124,7 @@ class Session final : private DmaMessageChannel {
   size_t deferred_bytes_ = 0;
   bool negotiated_ = false;
   bool send_failed_ = false;
+  std::bitset<64> warned_;  // Commands whose failure was logged at warn level.
   // max_dma_maps as negotiated in VERSION (the lower of ours and the client's).
   uint32_t max_dma_maps_ = 0;
   // Written at VERSION, read by DMA from device threads.
