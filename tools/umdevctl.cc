@@ -19,6 +19,7 @@
 #include "umdev/cli/cdi.h"
 #include "umdev/cli/clap_errors.h"
 #include "umdev/cli/commands.h"
+#include "umdev/cli/passthrough.h"
 #include "umdev/cli/top.h"
 #include "umdev/control/client.h"
 #include "umdev/control/protocol.h"
@@ -430,6 +431,23 @@ int main(int argc, char** argv) {
   top->add_option("-n,--iterations", top_options.iterations, "Refreshes before exiting (0: until q)");
   top->add_flag("-b,--batch", top_options.batch, "Append each table instead of redrawing");
 
+  auto* passthrough = app.add_subcommand(
+      "passthrough", "umdev: hand host PCI functions to vfio-pci for umdevd, and list them");
+  passthrough->require_subcommand(1);
+  std::vector<std::string> pt_addresses;
+  std::string sysfs_root = "/sys";
+  bool pt_json = false;
+  auto* pt_bind = passthrough->add_subcommand(
+      "bind", "Bind functions to vfio-pci (refused while their group has one on a host driver)");
+  pt_bind->add_option("ADDRESS", pt_addresses, "PCI addresses (DDDD:BB:DD.F)")->required();
+  auto* pt_unbind = passthrough->add_subcommand("unbind", "Give functions back to their drivers");
+  pt_unbind->add_option("ADDRESS", pt_addresses, "PCI addresses")->required();
+  auto* pt_list = passthrough->add_subcommand("list", "The functions umdevd serves");
+  pt_list->add_flag("--json", pt_json, "JSON");
+  for (CLI::App* command : {pt_bind, pt_unbind, pt_list}) {
+    command->add_option("--sysfs", sysfs_root, "Where sysfs is (test rigs)")->capture_default_str();
+  }
+
   if (int parsed = Parse(app, "umdevctl", argc, argv); parsed >= 0) return parsed;
   // clap checks a value as it parses it, before the rules between arguments.
   int status = 0;
@@ -498,6 +516,11 @@ int main(int argc, char** argv) {
     if (!id.has_value()) return UsageError("attr needs -u UUID or -p PARENT");
     return Attr(call, *id, attr_name, attr_value);
   }
+  if (pt_bind->parsed()) return Emit(cli::PassthroughBind(umdev::pci::Sysfs(sysfs_root), pt_addresses));
+  if (pt_unbind->parsed()) {
+    return Emit(cli::PassthroughUnbind(call, umdev::pci::Sysfs(sysfs_root), pt_addresses));
+  }
+  if (pt_list->parsed()) return Emit(cli::PassthroughList(call, umdev::pci::Sysfs(sysfs_root), pt_json));
   if (stats->parsed()) return Emit(cli::Stats(call, stats_json));
   if (top->parsed()) {
     top_options.interval = std::chrono::milliseconds(static_cast<int64_t>(top_delay * 1000));

@@ -170,6 +170,18 @@ Result<Json> AttrSet(Registry& registry, const Json& request) {
   return Json{{"ok", true}};
 }
 
+// A bus driver's devices (passthrough), as Registry::BusDevices has them.
+Json Devices(Registry& registry) {
+  Json list = Json::array();
+  for (const BusDeviceStatus& device : registry.BusDevices()) {
+    list.push_back({{"name", device.name},
+                    {"driver", device.driver},
+                    {"iommu_group", device.iommu_group},
+                    {"open", device.open}});
+  }
+  return Json{{"ok", true}, {"devices", std::move(list)}};
+}
+
 Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& request,
                       const sysfs::Tree* tree) {
   if (!request.is_object()) return Fail(EINVAL, "request is not a JSON object");
@@ -177,6 +189,7 @@ Result<Json> Dispatch(Registry& registry, DefinitionStore* store, const Json& re
   if (cmd == "types") return Types(registry);
   if (cmd == "list") return List(registry);
   if (cmd == "stats") return Stats(registry);
+  if (cmd == "devices") return Devices(registry);
   if (cmd == "start") return Start(registry, request);
   if (cmd == "defined") return Defined(store);
   if (cmd == "define") return Define(store, request);

@@ -10,6 +10,9 @@
 //                  "devices":[{uuid,parent,type,open,locked_bytes,
 //                  [migration_state,][vm,]counters:{busy_ns,commands,bytes,errors}}]}
 //              counters are those of the vendor's attributes the device has
+//            {"cmd":"devices"}                                 -> {"ok":true,"devices":
+//                  [{name,driver,iommu_group,open}]}
+//              devices a bus driver registered (passthrough), not mdevs
 //            {"cmd":"start","parent":P,"type":T,"uuid":U[,"attrs":[{N:V},...]]}
 //                                                              -> {"ok":true,"uuid":U}
 //              attributes are written in order after creation; if one is
