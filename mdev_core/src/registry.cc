@@ -69,30 +69,16 @@ void Registry::Notify(F&& f) {
   for (RegistryObserver* observer : observers) f(*observer);
 }
 
-Result<void> Registry::PrepareObservers(const Uuid& uuid) {
+template <typename Prepare, typename Abandon>
+Result<void> Registry::PrepareObservers(Prepare prepare, Abandon abandon) {
   std::vector<RegistryObserver*> observers;
   {
     MutexLock lock(mu_);
     observers = observers_;
   }
   for (size_t i = 0; i < observers.size(); ++i) {
-    if (auto prepared = observers[i]->PrepareMdev(uuid); !prepared.has_value()) {
-      for (size_t j = 0; j < i; ++j) observers[j]->AbandonMdev(uuid);
-      return prepared;
-    }
-  }
-  return {};
-}
-
-Result<void> Registry::PrepareDeviceObservers(const std::string& name) {
-  std::vector<RegistryObserver*> observers;
-  {
-    MutexLock lock(mu_);
-    observers = observers_;
-  }
-  for (size_t i = 0; i < observers.size(); ++i) {
-    if (auto prepared = observers[i]->PrepareDevice(name); !prepared.has_value()) {
-      for (size_t j = 0; j < i; ++j) observers[j]->AbandonDevice(name);
+    if (auto prepared = prepare(*observers[i]); !prepared.has_value()) {
+      for (size_t j = 0; j < i; ++j) abandon(*observers[j]);
       return prepared;
     }
   }
@@ -249,7 +235,10 @@ Result<void> Registry::CreateMdev(std::string_view parent_name, std::string_view
   // with no lock held, like a failed probe.
   Result<void> bound = ops.has_value() ? device->Bind(std::move(*ops))
                                        : Result<void>(std::unexpected(ops.error()));
-  if (bound.has_value()) bound = PrepareObservers(uuid);
+  if (bound.has_value()) {
+    bound = PrepareObservers([&](RegistryObserver& o) { return o.PrepareMdev(uuid); },
+                             [&](RegistryObserver& o) { o.AbandonMdev(uuid); });
+  }
   MdevStatus status;
   {
     MutexLock lock(mu_);
@@ -426,7 +415,10 @@ Result<void> Registry::RegisterDevice(BusDeviceSpec spec) {
   if (ops.has_value() && *ops == nullptr) ops = Fail(EINVAL, "probe returned no device");
   Result<void> ready = ops.has_value() ? device->Bind(std::move(*ops))
                                        : Result<void>(std::unexpected(ops.error()));
-  if (ready.has_value()) ready = PrepareDeviceObservers(spec.name);
+  if (ready.has_value()) {
+    ready = PrepareObservers([&](RegistryObserver& o) { return o.PrepareDevice(spec.name); },
+                             [&](RegistryObserver& o) { o.AbandonDevice(spec.name); });
+  }
   const bool prepared = ready.has_value();
   BusDeviceStatus status;
   {

@@ -203,10 +203,11 @@ class Registry {
   void Teardown(const std::shared_ptr<Mdev>& mdev) UMDEV_EXCLUDES(mu_);
   template <typename F>
   void Notify(F&& f) UMDEV_EXCLUDES(mu_);
-  // PrepareMdev() on every observer; on a refusal, AbandonMdev() on those
-  // that had prepared, and the refusal is returned.
-  Result<void> PrepareObservers(const Uuid& uuid) UMDEV_EXCLUDES(mu_);
-  Result<void> PrepareDeviceObservers(const std::string& name) UMDEV_EXCLUDES(mu_);
+  // |prepare| (PrepareMdev or PrepareDevice) on every observer; on a
+  // refusal, |abandon| on those that had prepared, and the refusal is
+  // returned.
+  template <typename Prepare, typename Abandon>
+  Result<void> PrepareObservers(Prepare prepare, Abandon abandon) UMDEV_EXCLUDES(mu_);
   BusDeviceStatus StatusLocked(const BusDevice& device) const UMDEV_REQUIRES(mu_);
 
   const RegistryOptions options_;
