@@ -46,32 +46,6 @@ Result<void> CheckMapRequest(const DmaMapRequest& request) {
   return {};
 }
 
-// The memory behind a DMA_MAP fd must be a file (memfd, tmpfs, hugetlbfs)
-// that covers the whole range: a mapping past its end faults (SIGBUS) on
-// first touch. A memfd that can be sealed must be sealed against shrinking
-// (QEMU's memory-backend-memfd seals by default); one that cannot be sealed
-// may still be truncated later, which CopyGuestMemory turns into EFAULT.
-Result<void> CheckMapFd(const DmaMapRequest& request) {
-  const auto context = [&](std::string_view why) {
-    return fmt::format("map [{:#x}, +{:#x}) offset {:#x}: {}", request.iova, request.size,
-                       request.offset, why);
-  };
-  struct stat st {};
-  if (::fstat(request.fd.get(), &st) != 0) return FailErrno(context("fstat"));
-  if (!S_ISREG(st.st_mode)) {
-    return Fail(EINVAL, context("the fd is not a memory file (memfd, tmpfs or hugetlbfs)"));
-  }
-  if (st.st_size < 0 || request.offset + request.size > static_cast<uint64_t>(st.st_size)) {
-    return Fail(EINVAL, context(fmt::format("the file has only {:#x} bytes", st.st_size)));
-  }
-  const int seals = ::fcntl(request.fd.get(), F_GET_SEALS);
-  if (seals >= 0 && (seals & F_SEAL_SHRINK) == 0 && (seals & F_SEAL_SEAL) == 0) {
-    return Fail(EINVAL, context("the memfd can be sealed but is not sealed against shrinking "
-                                "(F_SEAL_SHRINK; QEMU: seal=on)"));
-  }
-  return {};
-}
-
 }  // namespace
 
 Type1Backend::Type1Backend(std::shared_ptr<LockedMemoryAccount> account, Type1Limits limits)
@@ -100,7 +74,7 @@ Result<void> Type1Backend::Map(DmaMapRequest request) {
   region->size = request.size;
   region->prot = request.prot;
   if (request.fd.valid()) {
-    UMDEV_TRY(CheckMapFd(request));
+    UMDEV_TRY(CheckGuestMemoryFd(request));
     // mmap() before taking mu_: it may be slow, and a refused request only
     // costs the munmap() of the Mapping's destructor.
     UMDEV_ASSIGN_OR_RETURN(region->mapping,

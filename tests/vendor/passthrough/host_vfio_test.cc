@@ -107,6 +107,14 @@ TEST_F(HostVfioTest, MapsOnlySharedWholePagesAndExplainsTheKernelsRefusals) {
   EXPECT_EQ(no_fd.error().code, EINVAL);
   EXPECT_NE(no_fd.error().Describe().find("memory-backend-memfd,share=on"), std::string::npos);
   EXPECT_EQ((*container)->Map(Request(ram.get(), 0x100800, 0x1000)).error().code, EINVAL);
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  UniqueFd pipe_read(pipe_fds[0]), pipe_write(pipe_fds[1]);
+  auto pipe_map = (*container)->Map(Request(pipe_read.get(), 0x100000, 0x1000));
+  ASSERT_FALSE(pipe_map.has_value());
+  EXPECT_NE(pipe_map.error().Describe().find("not a memory file"), std::string::npos);
+  EXPECT_EQ((*container)->Map(Request(ram.get(), 0x100000, 2 << 20)).error().code, EINVAL)
+      << "past the end of the memory file";
   EXPECT_EQ((*container)->Map(Request(ram.get(), 0x100000, 0)).error().code, EINVAL);
   DmaMapRequest no_access = Request(ram.get(), 0x100000, 0x1000);
   no_access.prot = 0;

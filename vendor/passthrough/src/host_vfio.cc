@@ -84,6 +84,9 @@ Result<void> HostContainer::Map(DmaMapRequest request) {
                                     "whole pages",
                                     request.size, request.iova, request.offset));
   }
+  // A memory file that covers the range (a socket, pipe or device fd is
+  // refused): the pages are faulted in while the kernel pins them.
+  UMDEV_TRY(CheckGuestMemoryFd(request));
   const bool read = (request.prot & VFIO_DMA_MAP_FLAG_READ) != 0;
   const bool write = (request.prot & VFIO_DMA_MAP_FLAG_WRITE) != 0;
   if (!read && !write) return Fail(EINVAL, "DMA_MAP with neither READ nor WRITE");

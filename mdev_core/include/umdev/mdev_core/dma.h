@@ -31,6 +31,15 @@ struct DmaMapRequest {
   uint64_t offset = 0;
 };
 
+// The memory behind a DMA_MAP fd must be a file (memfd, tmpfs, hugetlbfs)
+// that covers the whole range: a mapping past its end faults (SIGBUS) on
+// first touch. A memfd that can be sealed must be sealed against shrinking
+// (QEMU's memory-backend-memfd seals by default); one that cannot be sealed
+// may still be truncated later, which a backend's copies turn into EFAULT.
+// Checked by every IOMMU backend before it maps a client's fd. Errors:
+// EINVAL (with which rule), fstat's.
+Result<void> CheckGuestMemoryFd(const DmaMapRequest& request);
+
 // The transport's path to guest memory that has no fd (vfio-user spec,
 // "DMA Read"/"DMA Write": the server asks the client to copy).
 // Thread-safe: called from any thread that performs DMA, with no backend lock held.
