@@ -252,6 +252,22 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   EXPECT_EQ(fresh.status, 0) << fresh.output << ProbeLog(shell);
   EXPECT_NE(fresh.output.find("0x010000ed"), std::string::npos);
 
+  // The host wants the device back (vfio-pci's unbind): the kernel's REQ
+  // reaches the client's eventfd with no hop through umdevd, the client
+  // lets go, and the unbind completes.
+  auto request = shell.Run(
+      fmt::format("printf '%s\\n' 'arm-irq 4 0' 'wait-irq 4 0 --timeout 30000' > /tmp/req.probe; "
+                  "(umdev-probe --socket {0} - < /tmp/req.probe > /tmp/req.out 2>&1 &); sleep 1; "
+                  "echo {1} > /sys/bus/pci/drivers/vfio-pci/unbind; cat /tmp/req.out; "
+                  "[ -e /sys/bus/pci/devices/{1}/driver ] && echo still-bound || echo released",
+                  kSocket, kEdu),
+      kCommandTimeout);
+  ASSERT_TRUE(request.has_value()) << request.error().Describe();
+  std::cout << "device requested back:\n" << request->output;
+  EXPECT_NE(request->output.find("irq 4 vector 0: 1 interrupt(s)"), std::string::npos)
+      << request->output << ProbeLog(shell);
+  EXPECT_NE(request->output.find("released"), std::string::npos) << request->output;
+
   ASSERT_TRUE(guest->Send("poweroff -f\n").has_value());
   auto status = guest->WaitExit(seconds(60));
   ASSERT_TRUE(status.has_value()) << status.error().Describe();
