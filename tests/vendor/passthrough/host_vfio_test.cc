@@ -140,6 +140,31 @@ TEST_F(HostVfioTest, MapsOnlySharedWholePagesAndExplainsTheKernelsRefusals) {
   EXPECT_TRUE(kernel_.mapped.empty());
 }
 
+TEST_F(HostVfioTest, MappingsAreChargedToTheDaemonsLockedMemoryBudget) {
+  auto account = std::make_shared<pinning::LockedMemoryAccount>(0x3000);
+  auto container = HostContainer::Create(kernel_, Group(), account);
+  ASSERT_TRUE(container.has_value());
+  UniqueFd ram(memfd_create("guest-ram", MFD_CLOEXEC));
+  ASSERT_EQ(ftruncate(ram.get(), 1 << 20), 0);
+  ASSERT_TRUE((*container)->Map(Request(ram.get(), 0x100000, 0x2000)).has_value());
+  EXPECT_EQ(account->used(), 0x2000u);
+  auto over = (*container)->Map(Request(ram.get(), 0x200000, 0x2000));
+  ASSERT_FALSE(over.has_value());
+  EXPECT_EQ(over.error().code, ENOMEM);
+  EXPECT_NE(over.error().Describe().find("locked_memory_bytes"), std::string::npos)
+      << over.error().Describe();
+  EXPECT_EQ(kernel_.mapped.size(), 1u) << "refused before the kernel pinned anything";
+  kernel_.map_error = EEXIST;
+  EXPECT_EQ((*container)->Map(Request(ram.get(), 0x300000, 0x1000)).error().code, EEXIST);
+  EXPECT_EQ(account->used(), 0x2000u) << "a map the kernel refused is not charged";
+  kernel_.map_error = 0;
+  ASSERT_TRUE((*container)->Unmap(0x100000, 0x2000).has_value());
+  EXPECT_EQ(account->used(), 0u);
+  ASSERT_TRUE((*container)->Map(Request(ram.get(), 0x100000, 0x3000)).has_value());
+  container->reset();
+  EXPECT_EQ(account->used(), 0u) << "given back when the session's container goes";
+}
+
 TEST_F(HostVfioTest, RegionsAreTheKernelsWithTheDeviceFdToMap) {
   umdev::RegionInfo bar0;
   bar0.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP;

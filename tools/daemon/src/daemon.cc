@@ -61,8 +61,8 @@ Result<void> Daemon::AddPassthrough(const nlohmann::json& entry) {
   }
   if (passthrough_ == nullptr) {
     host_vfio_ = passthrough::SystemVfioKernel();
-    passthrough_ =
-        std::make_unique<passthrough::PassthroughDriver>(*registry_, *host_vfio_, pci::Sysfs());
+    passthrough_ = std::make_unique<passthrough::PassthroughDriver>(*registry_, *host_vfio_,
+                                                                    pci::Sysfs(), locked_account_);
   }
   for (const auto& device : *devices) {
     UMDEV_TRY(passthrough_->Add(device.get<std::string>()));
@@ -95,14 +95,15 @@ Result<void> Daemon::Start() {
                                    std::chrono::milliseconds(1000)),
   });
   const Config& config = options_.config;
-  auto account = std::make_shared<pinning::LockedMemoryAccount>(
+  // One budget for what the type1 backend pins and what passthrough maps.
+  locked_account_ = std::make_shared<pinning::LockedMemoryAccount>(
       config.locked_memory_bytes != 0 ? config.locked_memory_bytes
                                       : pinning::LockedMemoryAccount::DefaultLimit());
   pinning::Type1Limits limits;
   limits.max_mappings = config.max_dma_mappings;
   if (config.container_locked_bytes != 0) limits.container_locked_limit = config.container_locked_bytes;
   UMDEV_TRY(registry_->iommu_drivers().Register(
-      std::make_shared<pinning::Type1Driver>(std::move(account), limits)));
+      std::make_shared<pinning::Type1Driver>(locked_account_, limits)));
   // The server observes the registry before parents exist, so instances
   // made at any time get a socket.
   vfio_user::ServerOptions server;

@@ -50,8 +50,9 @@ Result<std::shared_ptr<HostGroup>> HostGroup::Open(VfioKernel& kernel, const pci
   return std::shared_ptr<HostGroup>(new HostGroup(number, std::move(*fd)));
 }
 
-Result<std::unique_ptr<HostContainer>> HostContainer::Create(VfioKernel& kernel,
-                                                             std::shared_ptr<HostGroup> group) {
+Result<std::unique_ptr<HostContainer>> HostContainer::Create(
+    VfioKernel& kernel, std::shared_ptr<HostGroup> group,
+    std::shared_ptr<pinning::LockedMemoryAccount> account) {
   UMDEV_ASSIGN_OR_RETURN(UniqueFd container_fd, kernel.OpenContainer());
   UMDEV_ASSIGN_OR_RETURN(const bool type1v2,
                          kernel.CheckExtension(container_fd.get(), VFIO_TYPE1v2_IOMMU));
@@ -59,7 +60,7 @@ Result<std::unique_ptr<HostContainer>> HostContainer::Create(VfioKernel& kernel,
     return Fail(ENOTSUP, "the kernel has no type1v2 IOMMU backend (modprobe vfio_iommu_type1)");
   }
   auto container = std::unique_ptr<HostContainer>(
-      new HostContainer(kernel, std::move(group), std::move(container_fd)));
+      new HostContainer(kernel, std::move(group), std::move(container_fd), std::move(account)));
   UMDEV_TRY(kernel.SetContainer(container->group_->fd(), container->container_.get()));
   container->attached_ = true;
   UMDEV_TRY(kernel.SetIommu(container->container_.get(), VFIO_TYPE1v2_IOMMU));
@@ -96,9 +97,18 @@ Result<void> HostContainer::Map(DmaMapRequest request) {
                                       request.size, (read ? PROT_READ : 0) | (write ? PROT_WRITE : 0),
                                       MAP_SHARED));
   MutexLock lock(mu_);
+  if (account_ != nullptr) {
+    if (auto charged = account_->Charge(request.size); !charged.has_value()) {
+      return Fail(ENOMEM, fmt::format("DMA_MAP of {:#x} bytes at IOVA {:#x}: past umdevd's "
+                                      "locked_memory_bytes ({:#x} of {:#x} bytes locked)",
+                                      request.size, request.iova, account_->used(),
+                                      account_->limit()));
+    }
+  }
   auto mapped = kernel_.MapDma(container_.get(), reinterpret_cast<uintptr_t>(memory.data()),
                                request.iova, request.size, request.prot);
   if (!mapped.has_value()) {
+    if (account_ != nullptr) account_->Uncharge(request.size);
     if (mapped.error().code == ENOMEM) {
       return Fail(ENOMEM, fmt::format("{}: past the daemon's locked-memory limit (RLIMIT_MEMLOCK; "
                                       "the service's LimitMEMLOCK)",
@@ -116,9 +126,15 @@ Result<uint64_t> HostContainer::Unmap(uint64_t iova, uint64_t size) {
   // The kernel removed whole mappings inside the range; so do we.
   for (auto it = mappings_.lower_bound(iova);
        it != mappings_.end() && it->first + it->second.size() <= iova + size;) {
-    it = mappings_.erase(it);
+    it = EraseLocked(it);
   }
   return unmapped;
+}
+
+std::map<uint64_t, Mapping>::iterator HostContainer::EraseLocked(
+    std::map<uint64_t, Mapping>::iterator it) {
+  if (account_ != nullptr) account_->Uncharge(it->second.size());
+  return mappings_.erase(it);
 }
 
 Result<uint64_t> HostContainer::UnmapAll() {
@@ -128,7 +144,7 @@ Result<uint64_t> HostContainer::UnmapAll() {
     auto done = kernel_.UnmapDma(container_.get(), it->first, it->second.size(), 0);
     if (!done.has_value()) return std::unexpected(done.error());
     unmapped += *done;
-    it = mappings_.erase(it);
+    it = EraseLocked(it);
   }
   return unmapped;
 }

@@ -138,7 +138,7 @@ class PassthroughDevice final : public DeviceOps {
 Result<std::unique_ptr<IommuBackend>> HostIommuDriver::Create(uint32_t type) {
   if (!Supports(type)) return Fail(EINVAL, fmt::format("host IOMMU: no type {}", type));
   UMDEV_ASSIGN_OR_RETURN(std::unique_ptr<HostContainer> container,
-                         HostContainer::Create(kernel_, group_));
+                         HostContainer::Create(kernel_, group_, account_));
   return std::unique_ptr<IommuBackend>(new HostIommuBackend(std::move(container)));
 }
 
@@ -170,7 +170,7 @@ Result<void> PassthroughDriver::Add(const std::string& text) {
     // The daemon holds the group from its first device to its last.
     UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostGroup> group,
                            HostGroup::Open(kernel_, sysfs_, *number));
-    auto iommu = std::make_shared<HostIommuDriver>(kernel_, group);
+    auto iommu = std::make_shared<HostIommuDriver>(kernel_, group, account_);
     entry = groups_.emplace(*number, GroupEntry{std::move(group), std::move(iommu), 0}).first;
   }
   BusDeviceSpec spec;

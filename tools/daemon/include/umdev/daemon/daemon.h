@@ -109,6 +109,7 @@ class Daemon {
   std::map<std::string, ParentFactory> factories_;
   UniqueFd lock_fd_;
   std::unique_ptr<Registry> registry_;
+  std::shared_ptr<pinning::LockedMemoryAccount> locked_account_;
   std::unique_ptr<passthrough::VfioKernel> host_vfio_;
   std::unique_ptr<passthrough::PassthroughDriver> passthrough_;
   std::unique_ptr<vfio_user::Server> vfio_user_;

@@ -17,6 +17,7 @@
 #include "umdev/common/unique_fd.h"
 #include "umdev/mdev_core/device_ops.h"
 #include "umdev/passthrough/vfio_kernel.h"
+#include "umdev/pinning/locked_memory_account.h"
 
 namespace umdev::passthrough {
 
@@ -43,10 +44,13 @@ class HostGroup {
 // Thread-safe.
 class HostContainer {
  public:
+  // |account|, when set, is charged what the container maps (umdevd's
+  // locked_memory_bytes, shared with the type1 backend's pins).
   // Errors: ENOTSUP the kernel has no type1v2; SET_CONTAINER's (EINVAL the
   // group is in another container already); SET_IOMMU's.
-  static Result<std::unique_ptr<HostContainer>> Create(VfioKernel& kernel,
-                                                       std::shared_ptr<HostGroup> group);
+  static Result<std::unique_ptr<HostContainer>> Create(
+      VfioKernel& kernel, std::shared_ptr<HostGroup> group,
+      std::shared_ptr<pinning::LockedMemoryAccount> account = nullptr);
   // Unmaps everything and takes the group out of the container.
   ~HostContainer();
   HostContainer(const HostContainer&) = delete;
@@ -57,7 +61,7 @@ class HostContainer {
   // Errors: EINVAL no fd (the client's RAM is not shareable: QEMU needs
   // memory-backend-memfd,share=on), an empty or unaligned range, prot
   // without READ or WRITE; mmap's; ENOMEM the locked-memory limit; the
-  // kernel's (EEXIST an overlap).
+  // kernel's (EEXIST an overlap); ENOMEM past the account's limit.
   Result<void> Map(DmaMapRequest request) UMDEV_EXCLUDES(mu_);
   // Removes the mappings inside [iova, iova + size), which must not split
   // one (the kernel's EINVAL otherwise); the bytes unmapped.
@@ -73,12 +77,20 @@ class HostContainer {
   }
 
  private:
-  HostContainer(VfioKernel& kernel, std::shared_ptr<HostGroup> group, UniqueFd container)
-      : kernel_(kernel), group_(std::move(group)), container_(std::move(container)) {}
+  HostContainer(VfioKernel& kernel, std::shared_ptr<HostGroup> group, UniqueFd container,
+                std::shared_ptr<pinning::LockedMemoryAccount> account)
+      : kernel_(kernel),
+        group_(std::move(group)),
+        container_(std::move(container)),
+        account_(std::move(account)) {}
+  // Drops the mapping at |it|, giving its bytes back to the account.
+  std::map<uint64_t, Mapping>::iterator EraseLocked(std::map<uint64_t, Mapping>::iterator it)
+      UMDEV_REQUIRES(mu_);
 
   VfioKernel& kernel_;
   const std::shared_ptr<HostGroup> group_;
   const UniqueFd container_;
+  const std::shared_ptr<pinning::LockedMemoryAccount> account_;
   mutable Mutex mu_;
   // By IOVA: the client's memory mapped here, as the kernel pins it.
   std::map<uint64_t, Mapping> mappings_ UMDEV_GUARDED_BY(mu_);

@@ -24,8 +24,9 @@ namespace umdev::passthrough {
 // (a kernel container with the group in it). Thread-safe.
 class HostIommuDriver final : public IommuDriver {
  public:
-  HostIommuDriver(VfioKernel& kernel, std::shared_ptr<HostGroup> group)
-      : kernel_(kernel), group_(std::move(group)) {}
+  HostIommuDriver(VfioKernel& kernel, std::shared_ptr<HostGroup> group,
+                  std::shared_ptr<pinning::LockedMemoryAccount> account)
+      : kernel_(kernel), group_(std::move(group)), account_(std::move(account)) {}
   std::string_view name() const override { return "host vfio type1"; }
   bool Supports(uint32_t type) const override { return type == VFIO_TYPE1v2_IOMMU; }
   Result<std::unique_ptr<IommuBackend>> Create(uint32_t type) override;
@@ -33,14 +34,20 @@ class HostIommuDriver final : public IommuDriver {
  private:
   VfioKernel& kernel_;
   const std::shared_ptr<HostGroup> group_;
+  const std::shared_ptr<pinning::LockedMemoryAccount> account_;
 };
 
 // Thread-safe. Registration and removal from the daemon's thread.
 class PassthroughDriver {
  public:
-  // |kernel| outlives the driver; |sysfs| says where /sys is.
-  PassthroughDriver(Registry& registry, VfioKernel& kernel, pci::Sysfs sysfs)
-      : registry_(registry), kernel_(kernel), sysfs_(std::move(sysfs)) {}
+  // |kernel| outlives the driver; |sysfs| says where /sys is; |account|
+  // (may be null) is charged what clients map (locked_memory_bytes).
+  PassthroughDriver(Registry& registry, VfioKernel& kernel, pci::Sysfs sysfs,
+                    std::shared_ptr<pinning::LockedMemoryAccount> account = nullptr)
+      : registry_(registry),
+        kernel_(kernel),
+        sysfs_(std::move(sysfs)),
+        account_(std::move(account)) {}
   // Unregisters every device it registered.
   ~PassthroughDriver();
   PassthroughDriver(const PassthroughDriver&) = delete;
@@ -67,6 +74,7 @@ class PassthroughDriver {
   Registry& registry_;
   VfioKernel& kernel_;
   const pci::Sysfs sysfs_;
+  const std::shared_ptr<pinning::LockedMemoryAccount> account_;
   mutable Mutex mu_;
   std::map<unsigned, GroupEntry> groups_ UMDEV_GUARDED_BY(mu_);
   std::map<std::string, unsigned> devices_ UMDEV_GUARDED_BY(mu_);  // address -> group
