@@ -208,17 +208,14 @@ TEST_F(EduKernelTest, MsiAndIntxReachTheEventfdsGivenToTheKernel) {
   EXPECT_TRUE(device_->SetIrqs(unmask).has_value());
 }
 
-TEST_F(EduKernelTest, ResetIsTheKernelsToGiveOrRefuse) {
-  auto reset = device_->Reset();
-  if ((device_->info().flags & VFIO_DEVICE_FLAGS_RESET) != 0) {
-    EXPECT_TRUE(reset.has_value()) << reset.error().Describe();
-  } else {
-    ASSERT_FALSE(reset.has_value());
-    EXPECT_EQ(reset.error().code, ENOTTY);
-  }
-  std::cout << "edu reset: " << (reset ? "done" : reset.error().Describe()) << "\n";
+TEST_F(EduKernelTest, AFunctionOnTheRootBusWithoutFlrIsNotReset) {
+  ASSERT_EQ(device_->info().flags & VFIO_DEVICE_FLAGS_RESET, 0u) << "edu has no FLR or PM reset";
+  auto reset = device_->Reset({group_});
+  ASSERT_FALSE(reset.has_value());
+  EXPECT_NE(reset.error().Describe().find("no bus reset"), std::string::npos)
+      << reset.error().Describe();
+  std::cout << "edu on the root bus: " << reset.error().Describe() << "\n";
 }
-
 // Two functions in one group: opened in one container, each its own fd.
 TEST_F(EduKernelTest, BothFunctionsOfASharedGroupOpenInOneContainer) {
   const char* peers = std::getenv("UMDEV_EDU_PEERS");
@@ -233,6 +230,7 @@ TEST_F(EduKernelTest, BothFunctionsOfASharedGroupOpenInOneContainer) {
   ASSERT_TRUE(group.has_value()) << group.error().Describe();
   auto container = HostContainer::Create(*kernel_, *group);
   ASSERT_TRUE(container.has_value()) << container.error().Describe();
+  std::vector<std::unique_ptr<HostDevice>> devices;
   for (const std::string& address : {first, second}) {
     auto device = HostDevice::Open(*kernel_, **group, address);
     ASSERT_TRUE(device.has_value()) << address << ": " << device.error().Describe();
@@ -240,7 +238,16 @@ TEST_F(EduKernelTest, BothFunctionsOfASharedGroupOpenInOneContainer) {
     ASSERT_TRUE((*device)->Read(VFIO_PCI_CONFIG_REGION_INDEX, 0,
                                 std::as_writable_bytes(std::span(&ids, 1))).has_value());
     EXPECT_EQ(ids, 0x11e81234u) << address;
+    devices.push_back(std::move(*device));
   }
+  // Behind the bridge a bus reset is possible, and it reaches only this
+  // group: with the group's fd the kernel does it.
+  auto reset = devices[0]->Reset({*group});
+  EXPECT_TRUE(reset.has_value()) << reset.error().Describe();
+  auto without = devices[1]->Reset({});
+  ASSERT_FALSE(without.has_value());
+  EXPECT_EQ(without.error().code, EPERM) << without.error().Describe();
+  devices.clear();
   // A second container for the same group: the kernel's EINVAL (a group is
   // in one container at a time).
   auto second_container = HostContainer::Create(*kernel_, *group);

@@ -261,17 +261,38 @@ TEST_F(HostVfioTest, IrqSetsGoToTheKernelWithTheClientsEventfds) {
   EXPECT_EQ(fds[1], -1);
 }
 
-TEST_F(HostVfioTest, ResetNeedsAFunctionTheKernelCanReset) {
+TEST_F(HostVfioTest, ResetIsTheFunctionsOrABusResetWithEveryGroupHeld) {
   auto group = Group();
   auto container = HostContainer::Create(kernel_, group);
   auto device = HostDevice::Open(kernel_, *group, "0000:01:00.0");
   ASSERT_TRUE(device.has_value());
-  EXPECT_EQ((*device)->Reset().error().code, ENOTTY);
-  EXPECT_EQ(kernel_.resets, 0);
+  // No FLR and a root-bus function: the kernel's errno, with why.
+  auto no_reset = (*device)->Reset({group});
+  ASSERT_FALSE(no_reset.has_value());
+  EXPECT_EQ(no_reset.error().code, ENODEV);
+  EXPECT_NE(no_reset.error().Describe().find("no bus reset"), std::string::npos);
+  EXPECT_EQ(kernel_.resets + kernel_.hot_resets, 0);
+
+  // A bus reset reaching only the held group: its fd goes to the kernel.
+  kernel_.hot_reset_error = 0;
+  kernel_.hot_reset_devices = {{7, 0, 1, 0}, {7, 0, 1, 1}};
+  ASSERT_TRUE((*device)->Reset({group}).has_value());
+  EXPECT_EQ(kernel_.hot_resets, 1);
+  EXPECT_EQ(kernel_.hot_reset_group_fds, std::vector<int32_t>{group->fd()});
+  // One that would also reach another group's device is refused by name.
+  kernel_.hot_reset_devices.push_back({9, 0, 1, (2 << 3) | 0});
+  auto other = (*device)->Reset({group});
+  ASSERT_FALSE(other.has_value());
+  EXPECT_EQ(other.error().code, EPERM);
+  EXPECT_NE(other.error().Describe().find("0000:01:02.0, in IOMMU group 9"), std::string::npos)
+      << other.error().Describe();
+  EXPECT_EQ(kernel_.hot_resets, 1);
+
+  // A function the kernel can reset alone never needs the bus.
   kernel_.device_info.flags |= VFIO_DEVICE_FLAGS_RESET;
   auto resettable = HostDevice::Open(kernel_, *group, "0000:01:00.0");
   ASSERT_TRUE(resettable.has_value());
-  EXPECT_TRUE((*resettable)->Reset().has_value());
+  EXPECT_TRUE((*resettable)->Reset({}).has_value());
   EXPECT_EQ(kernel_.resets, 1);
 }
 

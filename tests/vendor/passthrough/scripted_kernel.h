@@ -54,8 +54,15 @@ class ScriptedKernel final : public VfioKernel {
     ++resets;
     return {};
   }
-  Result<std::vector<vfio_pci_dependent_device>> HotResetInfo(int) override { return {}; }
-  Result<void> HotReset(int, std::span<const int32_t>) override { return {}; }
+  Result<std::vector<vfio_pci_dependent_device>> HotResetInfo(int) override {
+    if (hot_reset_error != 0) return Fail(hot_reset_error, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO");
+    return hot_reset_devices;
+  }
+  Result<void> HotReset(int, std::span<const int32_t> group_fds) override {
+    hot_reset_group_fds.assign(group_fds.begin(), group_fds.end());
+    ++hot_resets;
+    return {};
+  }
   Result<size_t> Read(int, uint64_t offset, std::span<std::byte> out) override {
     last_offset = offset;
     return out.size();
@@ -89,6 +96,10 @@ class ScriptedKernel final : public VfioKernel {
   int set_container_calls = 0;
   int unset_container_calls = 0;
   int resets = 0;
+  int hot_resets = 0;
+  int hot_reset_error = ENODEV;  // A root-bus function: no bus reset.
+  std::vector<vfio_pci_dependent_device> hot_reset_devices;
+  std::vector<int32_t> hot_reset_group_fds;
   int set_irqs_calls = 0;
   uint64_t last_offset = 0;
   std::map<uint64_t, uint64_t> mapped;

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace umdev::passthrough {
@@ -288,11 +289,32 @@ Result<void> HostDevice::SetIrqs(IrqSet& set) {
   return kernel_.SetIrqs(fd_.get(), header, data);
 }
 
-Result<void> HostDevice::Reset() {
-  if ((info_.flags & VFIO_DEVICE_FLAGS_RESET) == 0) {
-    return Fail(ENOTTY, "the kernel cannot reset this function alone (no FLR or PM reset)");
+Result<void> HostDevice::Reset(const std::vector<std::shared_ptr<HostGroup>>& held) {
+  if ((info_.flags & VFIO_DEVICE_FLAGS_RESET) != 0) return kernel_.Reset(fd_.get());
+  // No reset of the function alone: a bus reset, which reaches every
+  // device on the bus, is allowed only with all of their groups in hand.
+  auto affected = kernel_.HotResetInfo(fd_.get());
+  if (!affected.has_value()) {
+    return Fail(affected.error().code,
+                fmt::format("no reset of the function alone (FLR, PM) and no bus reset: {}",
+                            affected.error().context));
   }
-  return kernel_.Reset(fd_.get());
+  std::vector<int32_t> group_fds;
+  for (const vfio_pci_dependent_device& device : *affected) {
+    const auto group = std::find_if(held.begin(), held.end(), [&](const auto& g) {
+      return g != nullptr && g->number() == device.group_id;
+    });
+    if (group == held.end()) {
+      return Fail(EPERM, fmt::format("a bus reset would also reset {:04x}:{:02x}:{:02x}.{}, in "
+                                     "IOMMU group {}, which umdevd does not hold",
+                                     device.segment, device.bus, device.devfn >> 3,
+                                     device.devfn & 7, device.group_id));
+    }
+    if (std::find(group_fds.begin(), group_fds.end(), (*group)->fd()) == group_fds.end()) {
+      group_fds.push_back((*group)->fd());
+    }
+  }
+  return kernel_.HotReset(fd_.get(), group_fds);
 }
 
 }  // namespace umdev::passthrough

@@ -80,7 +80,7 @@ class PassthroughDevice final : public DeviceOps {
       off.index = index;
       (void)device->SetIrqs(off);  // An index the device lacks refuses; nothing to undo.
     }
-    if (auto reset = device->Reset(); !reset.has_value()) {
+    if (auto reset = device->Reset({group_}); !reset.has_value()) {
       spdlog::warn("passthrough: {}: not reset between clients: {}", address_,
                    reset.error().Describe());
     }
@@ -113,7 +113,7 @@ class PassthroughDevice final : public DeviceOps {
   }
   Result<void> Reset() override {
     UMDEV_ASSIGN_OR_RETURN(auto device, Current());
-    return device->Reset();
+    return device->Reset({group_});
   }
 
  private:

@@ -119,9 +119,13 @@ class HostDevice {
   // VFIO_DEVICE_SET_IRQS, so interrupts reach the client with no hop
   // through this process.
   Result<void> SetIrqs(IrqSet& set);
-  // VFIO_DEVICE_RESET where the kernel can reset the function. Errors:
-  // ENOTTY it cannot (no FLR or PM reset; a bus reset is the driver's).
-  Result<void> Reset();
+  // VFIO_DEVICE_RESET where the kernel can reset the function alone; else
+  // a bus reset (VFIO_DEVICE_PCI_HOT_RESET) when every group it would reach
+  // is in |held| (the kernel asks for their fds). Errors: EPERM a device
+  // the bus reset would reach is in a group not held (named); the kernel's
+  // (no bus reset for a function on the root bus: its errno from the
+  // hot-reset info, with why).
+  Result<void> Reset(const std::vector<std::shared_ptr<HostGroup>>& held);
   int fd() const { return fd_.get(); }
 
  private:
