@@ -60,7 +60,8 @@ Layout::Layout(Registry& registry, const TreeOptions& options)
     : registry_(registry),
       options_(options),
       parents_(registry.Parents()),
-      mdevs_(registry.Mdevs()) {}
+      mdevs_(registry.Mdevs()),
+      bus_devices_(registry.BusDevices()) {}
 
 const ParentStatus* Layout::FindParent(std::string_view name) const {
   for (const ParentStatus& parent : parents_) {
@@ -83,7 +84,9 @@ std::string Layout::DriverOf(std::string_view parent) const {
 
 Result<Children> Layout::ChildrenOf(const std::vector<std::string>& path) const {
   if (path.empty()) return TopLevel(path);
+  if (path[0] == "devices" && path.size() >= 2 && path[1] == kPciRoot) return PciDevices(path);
   if (path[0] == "class" || (path[0] == "devices" && path.size() <= 2)) return TopLevel(path);
+  if (path[0] == "bus" && path.size() >= 2 && path[1] == "pci") return PciBus(path);
   if (path[0] == "bus") return Bus(path);
   if (path[0] == "kernel") return Kernel(path);
   if (path[0] == "devices") return Devices(path);
@@ -102,6 +105,7 @@ Children Layout::TopLevel(const std::vector<std::string>& path) const {
     }
   } else if (path.size() == 1) {
     children.emplace("virtual", Dir());
+    if (!bus_devices_.empty()) children.emplace(kPciRoot, Dir());
   } else {
     children.emplace("umdev", Dir());
   }
@@ -112,6 +116,7 @@ Result<Children> Layout::Bus(const std::vector<std::string>& path) const {
   Children children;
   if (path.size() == 1) {
     children.emplace("mdev", Dir());
+    if (!bus_devices_.empty()) children.emplace("pci", Dir());
   } else if (path.size() == 2) {
     children.emplace("devices", Dir());
     children.emplace("drivers", Dir());
@@ -137,12 +142,21 @@ Result<Children> Layout::Kernel(const std::vector<std::string>& path) const {
     children.emplace("iommu_groups", Dir());
   } else if (path.size() == 2) {
     for (const MdevStatus& mdev : mdevs_) children.emplace(std::to_string(mdev.iommu_group), Dir());
+    for (const BusDeviceStatus& device : bus_devices_) {
+      children.emplace(std::to_string(device.iommu_group), Dir());
+    }
   } else if (path.size() == 3) {
     children.emplace("devices", Dir());
   } else {
     for (const MdevStatus& mdev : mdevs_) {
       if (std::to_string(mdev.iommu_group) == path[2]) {
         children.emplace(mdev.uuid.ToString(), Link("../../../../" + DeviceDirOf(mdev)));
+      }
+    }
+    for (const BusDeviceStatus& device : bus_devices_) {
+      if (std::to_string(device.iommu_group) == path[2]) {
+        children.emplace(device.name,
+                         Link(fmt::format("../../../../devices/{}/{}", kPciRoot, device.name)));
       }
     }
   }
@@ -184,6 +198,69 @@ Result<Children> Layout::Devices(const std::vector<std::string>& path) const {
   const MdevStatus* mdev = FindMdev(parent->name, path[4]);
   if (mdev == nullptr) return Fail(ENOENT, "no mdev " + path[4]);
   return DeviceDir(*mdev, rest);
+}
+
+// bus/pci/{devices,drivers/vfio-pci}: links to the functions.
+Result<Children> Layout::PciBus(const std::vector<std::string>& path) const {
+  Children children;
+  if (path.size() == 2) {
+    children.emplace("devices", Dir());
+    children.emplace("drivers", Dir());
+  } else if (path.size() == 3 && path[2] == "devices") {
+    for (const BusDeviceStatus& device : bus_devices_) {
+      children.emplace(device.name,
+                       Link(fmt::format("../../../devices/{}/{}", kPciRoot, device.name)));
+    }
+  } else if (path.size() == 3 && path[2] == "drivers") {
+    children.emplace("vfio-pci", Dir());
+  } else if (path.size() == 4 && path[2] == "drivers" && path[3] == "vfio-pci") {
+    for (const BusDeviceStatus& device : bus_devices_) {
+      children.emplace(device.name,
+                       Link(fmt::format("../../../../devices/{}/{}", kPciRoot, device.name)));
+    }
+  } else {
+    return Fail(ENOENT, "no directory bus/pci/" + path.back());
+  }
+  return children;
+}
+
+// devices/pci0000:00/<address>/: what vfio-pci's device directory has that
+// a VFIO user reads (the group link, the vfio-dev node), and the socket.
+Result<Children> Layout::PciDevices(const std::vector<std::string>& path) const {
+  Children children;
+  if (path.size() == 2) {
+    for (const BusDeviceStatus& device : bus_devices_) children.emplace(device.name, Dir());
+    return children;
+  }
+  const BusDeviceStatus* device = nullptr;
+  size_t index = 0;
+  for (size_t i = 0; i < bus_devices_.size(); ++i) {
+    if (bus_devices_[i].name == path[2]) {
+      device = &bus_devices_[i];
+      index = i;
+    }
+  }
+  if (device == nullptr) return Fail(ENOENT, "no device " + path[2]);
+  if (path.size() == 3) {
+    children.emplace("iommu_group",
+                     Link(fmt::format("../../../kernel/iommu_groups/{}", device->iommu_group)));
+    children.emplace("driver", Link("../../../bus/pci/drivers/vfio-pci"));
+    children.emplace("subsystem", Link("../../../bus/pci"));
+    children.emplace("vfio-dev", Dir());
+    children.emplace("umdev_driver", Value(Line(device->driver)));
+    if (options_.socket_path) {
+      children.emplace("vfio_user_socket", Value(Line(options_.socket_path(device->name))));
+    }
+  } else if (path.size() == 4 && path[3] == "vfio-dev") {
+    // The kernel numbers its vfio device nodes; here, in listing order.
+    // Empty: umdev has no character device for it (vfio_user_socket is
+    // how a client reaches it).
+    children.emplace(fmt::format("vfio{}", index), Dir());
+  } else if (path.size() == 5 && path[3] == "vfio-dev") {
+  } else {
+    return Fail(ENOENT, "no directory " + path.back());
+  }
+  return children;
 }
 
 // <parent>/mdev_supported_types/<type>/...; |rest| follows mdev_supported_types.
@@ -242,7 +319,9 @@ Result<Children> Layout::DeviceDir(const MdevStatus& mdev,
     uevent.mode = 0644;
     uevent.write = WriteUevent;
     children.emplace("uevent", std::move(uevent));
-    if (options_.socket_path) children.emplace("vfio_user_socket", Value(Line(options_.socket_path(uuid))));
+    if (options_.socket_path) {
+      children.emplace("vfio_user_socket", Value(Line(options_.socket_path(uuid.ToString()))));
+    }
   }
   // Vendor attributes (kernel: the driver's dev_groups). A device going away
   // has none; a name the core already uses stays the core's.

@@ -26,6 +26,8 @@ using Children = std::map<std::string, Entry, std::less<>>;
 
 // Where instances live, relative to the tree root.
 inline constexpr std::string_view kParentsDir = "devices/virtual/umdev";
+// Where bus drivers' PCI functions live (the kernel's devices/pci<root>).
+inline constexpr std::string_view kPciRoot = "pci0000:00";
 
 // Built per Tree call on the caller's thread; not shared.
 class Layout {
@@ -46,12 +48,17 @@ class Layout {
   Result<Children> Devices(const std::vector<std::string>& path) const;
   Result<Children> TypeDir(const ParentStatus& parent, const std::vector<std::string>& rest) const;
   Result<Children> DeviceDir(const MdevStatus& mdev, const std::vector<std::string>& rest) const;
+  // bus/pci/... and devices/pci0000:00/...: the functions bus drivers
+  // registered (passthrough), the kernel's way.
+  Result<Children> PciBus(const std::vector<std::string>& path) const;
+  Result<Children> PciDevices(const std::vector<std::string>& path) const;
   std::string DriverOf(std::string_view parent) const;
 
   Registry& registry_;
   const TreeOptions& options_;
   const std::vector<ParentStatus> parents_;
   const std::vector<MdevStatus> mdevs_;
+  const std::vector<BusDeviceStatus> bus_devices_;
 };
 
 }  // namespace umdev::sysfs

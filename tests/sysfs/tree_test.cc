@@ -46,8 +46,8 @@ class TreeTest : public ::testing::Test {
 
   Registry registry_{RegistryOptions{.removal_bound = 300ms, .request_interval = 20ms}};
   std::shared_ptr<TestParentDriver> parent_;
-  Tree tree_{registry_, TreeOptions{.socket_path = [](const Uuid& uuid) {
-               return "/run/umdev/vfio-user/" + uuid.ToString() + ".sock";
+  Tree tree_{registry_, TreeOptions{.socket_path = [](std::string_view name) {
+               return "/run/umdev/vfio-user/" + std::string(name) + ".sock";
              }}};
 };
 
@@ -61,6 +61,40 @@ TEST_F(TreeTest, RootHoldsTheSysfsTopDirectories) {
   const NodeInfo root = *tree_.Stat("");
   EXPECT_EQ(root.kind, NodeKind::kDirectory);
   EXPECT_EQ(root.mode, 0755u);
+}
+
+// A bus driver's function (passthrough) appears where the kernel puts a
+// vfio-pci device; with none there is no bus/pci at all.
+TEST_F(TreeTest, ABusDevicesFunctionIsShownTheKernelsWay) {
+  EXPECT_THAT(*tree_.List("bus"), ElementsAre("mdev"));
+  BusDeviceSpec spec;
+  spec.name = "0000:01:00.0";
+  spec.driver = "passthrough";
+  spec.iommu_group = 40;
+  spec.probe = [](Device& device) -> Result<std::unique_ptr<DeviceOps>> {
+    return std::make_unique<umdev::testing::TestDevice>(
+        device, std::make_shared<umdev::testing::TestDevice::Counters>(), true, false, [] {});
+  };
+  ASSERT_TRUE(registry_.RegisterDevice(std::move(spec)).has_value());
+  EXPECT_THAT(*tree_.List("bus"), ElementsAre("mdev", "pci"));
+  EXPECT_THAT(*tree_.List("bus/pci/devices"), ElementsAre("0000:01:00.0"));
+  EXPECT_EQ(*tree_.ReadLink("bus/pci/devices/0000:01:00.0"),
+            "../../../devices/pci0000:00/0000:01:00.0");
+  EXPECT_THAT(*tree_.List("bus/pci/drivers/vfio-pci"), ElementsAre("0000:01:00.0"));
+  const std::string dir = "bus/pci/devices/0000:01:00.0";
+  EXPECT_THAT(*tree_.List(dir), ElementsAre("driver", "iommu_group", "subsystem", "umdev_driver",
+                                            "vfio-dev", "vfio_user_socket"));
+  EXPECT_EQ(*tree_.ReadLink(Cat(dir, "iommu_group")), "../../../kernel/iommu_groups/40");
+  EXPECT_EQ(*tree_.Read(Cat(dir, "vfio_user_socket")), "/run/umdev/vfio-user/0000:01:00.0.sock\n");
+  EXPECT_EQ(*tree_.Read(Cat(dir, "umdev_driver")), "passthrough\n");
+  EXPECT_THAT(*tree_.List(Cat(dir, "vfio-dev")), ElementsAre("vfio0"));
+  EXPECT_THAT(*tree_.List("kernel/iommu_groups/40/devices"), ElementsAre("0000:01:00.0"));
+  // Through the group's link, the same directory.
+  EXPECT_EQ(*tree_.Read("kernel/iommu_groups/40/devices/0000:01:00.0/umdev_driver"),
+            "passthrough\n");
+  EXPECT_EQ(tree_.List("bus/pci/devices/0000:02:00.0").error().code, ENOENT);
+  ASSERT_TRUE(registry_.UnregisterDevice("0000:01:00.0").has_value());
+  EXPECT_THAT(*tree_.List("bus"), ElementsAre("mdev"));
 }
 
 TEST_F(TreeTest, CompatClassLinksEachParentToItsDeviceDirectory) {

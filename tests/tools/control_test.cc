@@ -382,7 +382,7 @@ TEST_F(HandlerTest, SysfsCommandsServeTheTreeWithItsErrnos) {
 }
 
 TEST_F(HandlerTest, SysfsCommandsUseTheDaemonsTreeWhenGiven) {
-  const sysfs::Tree tree(registry_, sysfs::TreeOptions{.socket_path = [](const Uuid&) {
+  const sysfs::Tree tree(registry_, sysfs::TreeOptions{.socket_path = [](std::string_view) {
                            return std::string("/sock");
                          }});
   ASSERT_TRUE(Start(kUuid)["ok"].get<bool>());

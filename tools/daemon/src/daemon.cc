@@ -134,8 +134,8 @@ Result<void> Daemon::Start() {
   UMDEV_TRY(RegisterParents());
   vfio_user::Server* sockets = vfio_user_.get();
   sysfs_tree_ = std::make_unique<sysfs::Tree>(
-      *registry_, sysfs::TreeOptions{.socket_path = [sockets](const Uuid& uuid) {
-        return sockets->SocketPath(uuid);
+      *registry_, sysfs::TreeOptions{.socket_path = [sockets](std::string_view name) {
+        return sockets->SocketPath(name);
       }});
   if (!config.sysfs_mount.empty()) {
     sysfs_fuse_ = std::make_unique<sysfs::FuseServer>(*sysfs_tree_, config.sysfs_mount);

@@ -39,9 +39,10 @@ struct NodeInfo {
 };
 
 struct TreeOptions {
-  // The vfio-user socket of an instance, shown in its vfio_user_socket
-  // attribute; unset: the attribute does not exist.
-  std::function<std::string(const Uuid&)> socket_path;
+  // The vfio-user socket of a device (an mdev's UUID string, a bus device's
+  // address), shown in its vfio_user_socket attribute; unset: the attribute
+  // does not exist.
+  std::function<std::string(std::string_view name)> socket_path;
 };
 
 // Parses what a write to a type's "create" carries, as the kernel's
