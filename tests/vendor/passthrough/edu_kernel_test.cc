@@ -173,6 +173,29 @@ TEST_F(EduKernelTest, DmaReachesMappedMemoryAtTheIovaTheIommuTranslates) {
   EXPECT_EQ(container_->mapping_count(), 0u);
 }
 
+// The kernel's dirty tracking: type1 cannot see what a device wrote, so
+// every page mapped while tracking counts as dirty, and reading the bitmap
+// clears it.
+TEST_F(EduKernelTest, DirtyTrackingReportsTheMappedPages) {
+  UniqueFd ram(memfd_create("edu-dirty", MFD_CLOEXEC));
+  ASSERT_EQ(ftruncate(ram.get(), 4 * 4096), 0);
+  DmaMapRequest request;
+  request.fd = UniqueFd(dup(ram.get()));
+  request.iova = kIova;
+  request.size = 4 * 4096;
+  request.prot = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+  ASSERT_TRUE(container_->Map(std::move(request)).has_value());
+  auto started = container_->StartDirtyTracking();
+  ASSERT_TRUE(started.has_value()) << started.error().Describe();
+  auto bitmap = container_->DirtyBitmap(kIova, 4 * 4096, 4096);
+  ASSERT_TRUE(bitmap.has_value()) << bitmap.error().Describe();
+  ASSERT_EQ(bitmap->size(), 1u);
+  EXPECT_EQ((*bitmap)[0] & 0xf, 0xfu) << "every mapped page";
+  auto misaligned = container_->DirtyBitmap(kIova, 4 * 4096 + 1, 4096);
+  EXPECT_FALSE(misaligned.has_value());
+  EXPECT_TRUE(container_->StopDirtyTracking().has_value());
+}
+
 TEST_F(EduKernelTest, MsiAndIntxReachTheEventfdsGivenToTheKernel) {
   EnableBusMaster();
   UniqueFd msi(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
