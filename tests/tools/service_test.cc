@@ -177,6 +177,8 @@ TEST(InstallTest, TheInstalledTreeIsCompleteAndTheUnitVerifies) {
   EXPECT_EQ(complete("umdevctl libvirt-xml U --v", 3), "--vcpus --virt-type\n");
   EXPECT_EQ(complete("umdevctl top -", 2), "-d --delay -n --iterations -b --batch -h --help\n");
   EXPECT_EQ(complete("umdevctl attr --n", 2), "--name\n");
+  EXPECT_EQ(complete("umdevctl pa", 1), "passthrough\n");
+  EXPECT_EQ(complete("umdevctl passthrough b", 2), "bind\n");
   EXPECT_EQ(complete("umdevctl list -d --dump", 3), "--dumpjson\n");
   const std::string daemon = (prefix / "sbin/umdevd").string();
   EXPECT_EQ(RunShell(daemon + " --version").out, "umdevd 0.1.0\n");
