@@ -1,6 +1,8 @@
 // Endpoint: the per-device socket, peer checks, and the session's lifetime.
 #include "endpoint.h"
 
+#include "shared_iommu.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -20,9 +22,10 @@
 
 namespace umdev::vfio_user {
 
-Endpoint::Endpoint(Registry& registry, std::string name, std::string path, EventLoop& loop,
-                   const ServerOptions& options)
+Endpoint::Endpoint(Registry& registry, GroupUsers& groups, std::string name, std::string path,
+                   EventLoop& loop, const ServerOptions& options)
     : registry_(registry),
+      groups_(groups),
       path_(std::move(path)),
       name_(std::move(name)),
       loop_(loop),
@@ -211,25 +214,40 @@ void Endpoint::ServeClient(Client& client, UniqueFd socket) {
 
 Result<OpenedDevice> Endpoint::OpenDevice(const std::shared_ptr<kvm::ClientVm>& vm) {
   UMDEV_ASSIGN_OR_RETURN(auto group, registry_.FindGroupOfDevice(name_));
-  // What QEMU's VFIO and KVM do for a group: open it, put it in a container
-  // of its own (sessions never share DMA), pick type1v2, hand the file to
-  // KVM (which records the VM and holds the group), then open the device,
-  // which latches the VM.
-  struct Holder {
-    std::shared_ptr<GroupFile> file;
-    std::shared_ptr<Container> container;
-    std::unique_ptr<kvm::KvmVfioFile> kvm_file;
-  };
-  auto holder = std::make_shared<Holder>();
-  UMDEV_ASSIGN_OR_RETURN(holder->file, group->Open());
-  holder->container = registry_.CreateContainer();
-  UMDEV_TRY(holder->file->SetContainer(holder->container));
-  UMDEV_TRY(holder->container->SetIommu(VFIO_TYPE1v2_IOMMU));
-  UMDEV_ASSIGN_OR_RETURN(holder->kvm_file, kvm::KvmVfioFile::Add(holder->file, vm));
-  // This endpoint's device: a real group may hold several.
+  const pid_t pid = vm != nullptr ? vm->identity().pid : 0;
+  std::shared_ptr<GroupUsers::Holder> holder;
+  {
+    MutexLock lock(groups_.mu);
+    std::weak_ptr<GroupUsers::Holder>& slot = groups_.holders[group->id()];
+    holder = slot.lock();
+    if (holder != nullptr && (holder->space == nullptr || holder->pid != pid)) {
+      return Fail(EBUSY, fmt::format("IOMMU group {} is in use by another client (pid {})",
+                                     group->id(), holder->pid));
+    }
+    if (holder == nullptr) {
+      // What QEMU's VFIO and KVM do for a group: open it, put it in a
+      // container of its own (clients never share DMA), pick type1v2, hand
+      // the file to KVM (which records the VM and holds the group).
+      holder = std::make_shared<GroupUsers::Holder>();
+      UMDEV_ASSIGN_OR_RETURN(holder->file, group->Open());
+      holder->container = registry_.CreateContainer();
+      UMDEV_TRY(holder->file->SetContainer(holder->container));
+      UMDEV_TRY(holder->container->SetIommu(VFIO_TYPE1v2_IOMMU));
+      UMDEV_ASSIGN_OR_RETURN(holder->kvm_file, kvm::KvmVfioFile::Add(holder->file, vm));
+      if (group->devices().size() > 1) {
+        holder->space = std::make_shared<SharedAddressSpace>(holder->container->iommu());
+      }
+      holder->pid = pid;
+      slot = holder;
+    }
+  }
+  // Then this endpoint's device, which latches the VM; a real group may
+  // hold several.
   UMDEV_ASSIGN_OR_RETURN(auto file, holder->file->GetDeviceFd(name_));
   OpenedDevice opened;
-  opened.iommu = holder->container->iommu();
+  opened.iommu = holder->space != nullptr
+                     ? std::make_shared<SharedAddressSpaceView>(holder->space)
+                     : holder->container->iommu();
   opened.file = std::move(file);
   opened.holder = std::move(holder);
   return opened;

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,10 +13,32 @@
 #include "session.h"
 #include "umdev/common/mutex.h"
 #include "umdev/kvm/client_vm.h"
+#include "umdev/kvm/vfio_file.h"
 #include "umdev/mdev_core/registry.h"
 #include "umdev/vfio_user/server.h"
 
 namespace umdev::vfio_user {
+
+class SharedAddressSpace;
+
+// The group files opened for clients, by IOMMU group. The devices of a real
+// group with several devices, used by one client over several sessions,
+// share one group file, container and address space (the kernel lets a
+// group be in one container); another client is refused while one holds
+// it. Owned by the Server, shared by its endpoints. Thread-safe.
+struct GroupUsers {
+  struct Holder {
+    std::shared_ptr<GroupFile> file;
+    std::shared_ptr<Container> container;
+    std::unique_ptr<kvm::KvmVfioFile> kvm_file;
+    // Set when the group holds several devices: the sessions' views map
+    // through it (shared_iommu.h).
+    std::shared_ptr<SharedAddressSpace> space;
+    pid_t pid = 0;  // The client holding it.
+  };
+  Mutex mu;
+  std::map<unsigned, std::weak_ptr<Holder>> holders UMDEV_GUARDED_BY(mu);
+};
 
 // Listens on DIR/<name>.sock and serves one client at a time. Open/Close from
 // any thread (they run their work on the shared loop, which accepts). Each
@@ -25,8 +48,8 @@ namespace umdev::vfio_user {
 // loop or another device.
 class Endpoint : public std::enable_shared_from_this<Endpoint> {
  public:
-  Endpoint(Registry& registry, std::string name, std::string path, EventLoop& loop,
-           const ServerOptions& options);
+  Endpoint(Registry& registry, GroupUsers& groups, std::string name, std::string path,
+           EventLoop& loop, const ServerOptions& options);
   ~Endpoint() { Close(); }
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
@@ -84,6 +107,7 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   void DropClient();
 
   Registry& registry_;
+  GroupUsers& groups_;
   const std::string path_;
   const std::string name_;  // The device's: an mdev's UUID string, a bus device's address.
   EventLoop& loop_;

@@ -17,7 +17,7 @@
 namespace umdev::vfio_user {
 
 Server::Server(Registry& registry, ServerOptions options)
-    : registry_(registry), options_(std::move(options)) {}
+    : registry_(registry), options_(std::move(options)), group_users_(std::make_unique<GroupUsers>()) {}
 
 Server::~Server() { Stop(); }
 
@@ -101,7 +101,8 @@ Result<void> Server::AddEndpoint(const std::string& name) {
     MutexLock lock(mu_);
     if (!started_ || endpoints_.contains(name)) return {};
     EventLoop& loop = *loops_[next_loop_++ % loops_.size()];
-    endpoint = std::make_shared<Endpoint>(registry_, name, SocketPath(name), loop, options_);
+    endpoint =
+        std::make_shared<Endpoint>(registry_, *group_users_, name, SocketPath(name), loop, options_);
     endpoints_.emplace(name, endpoint);
   }
   if (auto opened = endpoint->Open(); !opened.has_value()) {

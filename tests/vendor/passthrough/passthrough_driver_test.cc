@@ -117,5 +117,28 @@ TEST_F(PassthroughDriverTest, ASessionGetsItsOwnContainerAndLeavesTheDeviceClean
   EXPECT_EQ(driver_->Remove("0000:01:00.0").error().code, ENODEV);
 }
 
+// Two functions of one group open in one session: closing the first must
+// not bus-reset the second under its user; the last close does.
+TEST_F(PassthroughDriverTest, ABusResetWaitsForTheGroupsLastClose) {
+  Function("0000:01:00.1", "vfio-pci", true);
+  driver_ = std::make_unique<PassthroughDriver>(registry_, kernel_, pci::Sysfs(root_.string()));
+  ASSERT_TRUE(driver_->Add("0000:01:00.0").has_value());
+  ASSERT_TRUE(driver_->Add("0000:01:00.1").has_value());
+  kernel_.hot_reset_error = 0;
+  kernel_.hot_reset_devices = {{7, 0, 1, 0}, {7, 0, 1, 1}};
+  auto group = registry_.FindGroup(7).value();
+  auto file = group->Open().value();
+  auto container = registry_.CreateContainer();
+  ASSERT_TRUE(file->SetContainer(container).has_value());
+  ASSERT_TRUE(container->SetIommu(VFIO_TYPE1v2_IOMMU).has_value());
+  auto first = file->GetDeviceFd("0000:01:00.0");
+  auto second = file->GetDeviceFd("0000:01:00.1");
+  ASSERT_TRUE(first.has_value() && second.has_value());
+  first->reset();
+  EXPECT_EQ(kernel_.hot_resets, 0) << "the other function is still in use";
+  second->reset();
+  EXPECT_EQ(kernel_.hot_resets, 1) << "the group's last close resets the bus";
+}
+
 }  // namespace
 }  // namespace umdev::passthrough

@@ -289,8 +289,12 @@ Result<void> HostDevice::SetIrqs(IrqSet& set) {
   return kernel_.SetIrqs(fd_.get(), header, data);
 }
 
-Result<void> HostDevice::Reset(const std::vector<std::shared_ptr<HostGroup>>& held) {
+Result<void> HostDevice::Reset(const std::vector<std::shared_ptr<HostGroup>>& held, bool bus) {
   if ((info_.flags & VFIO_DEVICE_FLAGS_RESET) != 0) return kernel_.Reset(fd_.get());
+  if (!bus) {
+    return Fail(ENOTTY, "no reset of the function alone, and a bus reset would reach a device "
+                        "still in use");
+  }
   // No reset of the function alone: a bus reset, which reaches every
   // device on the bus, is allowed only with all of their groups in hand.
   auto affected = kernel_.HotResetInfo(fd_.get());

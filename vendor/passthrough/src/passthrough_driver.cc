@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+
 namespace umdev::passthrough {
 namespace {
 
@@ -55,12 +57,18 @@ class HostIommuBackend final : public IommuBackend {
 // one client reaches the next. Thread-safe.
 class PassthroughDevice final : public DeviceOps {
  public:
-  PassthroughDevice(VfioKernel& kernel, std::shared_ptr<HostGroup> group, std::string address)
-      : kernel_(kernel), group_(std::move(group)), address_(std::move(address)) {}
+  // |open_in_group| counts the group's devices open now, shared by them.
+  PassthroughDevice(VfioKernel& kernel, std::shared_ptr<HostGroup> group, std::string address,
+                    std::shared_ptr<std::atomic<unsigned>> open_in_group)
+      : kernel_(kernel),
+        group_(std::move(group)),
+        address_(std::move(address)),
+        open_in_group_(std::move(open_in_group)) {}
 
   Result<void> Open(const OpenContext&) override {
     UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostDevice> device,
                            HostDevice::Open(kernel_, *group_, address_));
+    ++*open_in_group_;
     MutexLock lock(mu_);
     info_ = device->info();
     device_ = std::move(device);
@@ -80,7 +88,10 @@ class PassthroughDevice final : public DeviceOps {
       off.index = index;
       (void)device->SetIrqs(off);  // An index the device lacks refuses; nothing to undo.
     }
-    if (auto reset = device->Reset({group_}); !reset.has_value()) {
+    // A bus reset would reset the group's other devices too: only once the
+    // last of them closes.
+    const bool last = --*open_in_group_ == 0;
+    if (auto reset = device->Reset({group_}, last); !reset.has_value()) {
       spdlog::warn("passthrough: {}: not reset between clients: {}", address_,
                    reset.error().Describe());
     }
@@ -126,6 +137,7 @@ class PassthroughDevice final : public DeviceOps {
   VfioKernel& kernel_;
   const std::shared_ptr<HostGroup> group_;
   const std::string address_;
+  const std::shared_ptr<std::atomic<unsigned>> open_in_group_;
   Mutex mu_;
   std::shared_ptr<HostDevice> device_ UMDEV_GUARDED_BY(mu_);
   // The last open's, so the info outlives the fd (num_regions of vfio-pci).
@@ -171,16 +183,19 @@ Result<void> PassthroughDriver::Add(const std::string& text) {
     UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostGroup> group,
                            HostGroup::Open(kernel_, sysfs_, *number));
     auto iommu = std::make_shared<HostIommuDriver>(kernel_, group, account_);
-    entry = groups_.emplace(*number, GroupEntry{std::move(group), std::move(iommu), 0}).first;
+    entry = groups_
+                .emplace(*number, GroupEntry{std::move(group), std::move(iommu), 0,
+                                             std::make_shared<std::atomic<unsigned>>(0)})
+                .first;
   }
   BusDeviceSpec spec;
   spec.name = address;
   spec.driver = "passthrough";
   spec.iommu_group = *number;
   spec.iommu_driver = entry->second.iommu;
-  spec.probe = [this, group = entry->second.group,
+  spec.probe = [this, group = entry->second.group, open = entry->second.open,
                 address](Device&) -> Result<std::unique_ptr<DeviceOps>> {
-    return std::make_unique<PassthroughDevice>(kernel_, group, address);
+    return std::make_unique<PassthroughDevice>(kernel_, group, address, open);
   };
   if (auto registered = registry_.RegisterDevice(std::move(spec)); !registered.has_value()) {
     if (entry->second.devices == 0) groups_.erase(entry);

@@ -23,6 +23,7 @@ namespace umdev::vfio_user {
 
 class EventLoop;
 class Endpoint;
+struct GroupUsers;
 
 struct ServerOptions {
   // Sockets are DIR/<uuid>.sock; DIR is created (mode 0755) if missing.
@@ -91,6 +92,8 @@ class Server final : private RegistryObserver {
   Registry& registry_;
   const ServerOptions options_;
   std::vector<std::unique_ptr<EventLoop>> loops_;
+  // Declared before the endpoints, which borrow it.
+  const std::unique_ptr<GroupUsers> group_users_;
   mutable Mutex mu_;
   bool started_ UMDEV_GUARDED_BY(mu_) = false;
   unsigned next_loop_ UMDEV_GUARDED_BY(mu_) = 0;

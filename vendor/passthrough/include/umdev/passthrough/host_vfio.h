@@ -125,7 +125,9 @@ class HostDevice {
   // the bus reset would reach is in a group not held (named); the kernel's
   // (no bus reset for a function on the root bus: its errno from the
   // hot-reset info, with why).
-  Result<void> Reset(const std::vector<std::shared_ptr<HostGroup>>& held);
+  // |bus| false: the function's own reset only (ENOTTY without one), when
+  // a bus reset would reach a device someone still uses.
+  Result<void> Reset(const std::vector<std::shared_ptr<HostGroup>>& held, bool bus = true);
   int fd() const { return fd_.get(); }
 
  private:

@@ -6,6 +6,7 @@
 // session a kernel container of its own.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -69,6 +70,8 @@ class PassthroughDriver {
     std::shared_ptr<HostGroup> group;
     std::shared_ptr<HostIommuDriver> iommu;
     unsigned devices = 0;
+    // The group's devices open now (a bus reset waits for the last close).
+    std::shared_ptr<std::atomic<unsigned>> open;
   };
 
   Registry& registry_;
