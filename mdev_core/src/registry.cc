@@ -378,10 +378,13 @@ Result<std::shared_ptr<Group>> Registry::FindGroupOf(const Uuid& uuid) const {
 }
 
 BusDeviceStatus Registry::StatusLocked(const BusDevice& device) const {
+  std::optional<VmIdentity> vm;
+  if (auto latched = device.device->vm(); latched != nullptr) vm = latched->identity();
   return BusDeviceStatus{.name = device.name,
                          .driver = device.driver,
                          .iommu_group = device.group_id,
-                         .open = device.device->is_open()};
+                         .open = device.device->is_open(),
+                         .vm = std::move(vm)};
 }
 
 Result<void> Registry::RegisterDevice(BusDeviceSpec spec) {

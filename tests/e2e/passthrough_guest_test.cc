@@ -3,7 +3,8 @@
 // the root bus and two behind a PCIe-to-PCI bridge (one IOMMU group), runs
 // the passthrough driver's kernel layer against them (edu_kernel_test,
 // carried into the guest with its libraries), then umdevd serving the
-// root-bus edu over vfio-user and umdev-probe driving it: registers, DMA,
+// root-bus edu over vfio-user and umdev-probe driving it: registers (by
+// message and through the BAR the client maps from the kernel's fd), DMA,
 // MSI, INTx, refusals, and a probe killed mid-DMA. The guest binds the
 // devices the way driverctl does: driver_override, then drivers_probe.
 #include <fmt/format.h>
@@ -191,7 +192,9 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   // Registers, DMA both ways at an IOVA the real IOMMU translates, and MSI
   // (edu raises it at the end of each DMA and of a factorial).
   auto first = Probe(shell, {"info", "regions", "read 0 0x0 4", "write 0 0x4 0x12345678 4",
-                             "read 0 0x4 4", "write config 0x4 0x6 2",
+                             "read 0 0x4 4", "read 0 0x0 4 --mmap",
+                             "write 0 0x4 0xa5a5a5a5 4 --mmap", "read 0 0x4 4 --mmap",
+                             "write config 0x4 0x6 2",
                              "map-memory 64K --iova 0x100000",
                              "mem-write 0x100000 de:ad:be:ef:01:02:03:04", "arm-irq 1 0",
                              "write 0 0x80 0x100000 8", "write 0 0x88 0x40000 8",
@@ -206,6 +209,8 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   EXPECT_EQ(first.status, 0) << first.output << ProbeLog(shell);
   EXPECT_NE(first.output.find("0x010000ed"), std::string::npos) << "edu's ID";
   EXPECT_NE(first.output.find("0xedcba987"), std::string::npos) << "liveness: the NOT";
+  EXPECT_NE(first.output.find("0x010000ed\n0x5a5a5a5a"), std::string::npos)
+      << "the same registers through the BAR mapped from the kernel's device fd";
   EXPECT_NE(first.output.find("de ad be ef 01 02 03 04"), std::string::npos)
       << "the bytes came back through the device";
   EXPECT_NE(first.output.find("0x00000078"), std::string::npos) << "5! = 120";
@@ -239,12 +244,16 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
                   "'write 0 0x80 0x100000 8' 'write 0 0x88 0x40000 8' 'write 0 0x90 4096 8' "
                   "'write 0 0x98 1 8' 'wait-irq 1 0 --timeout 60000' > /tmp/kill.probe; "
                   "umdev-probe --socket {0} - < /tmp/kill.probe & P=$!; sleep 1; "
+                  "umdevctl --state-dir /tmp/umdev passthrough list; "
                   "grep VmLck /proc/$(pidof umdevd)/status; kill -9 $P; sleep 1; "
                   "grep VmLck /proc/$(pidof umdevd)/status",
                   kSocket),
       kCommandTimeout);
   ASSERT_TRUE(killed.has_value());
   std::cout << "killed probe:\n" << killed->output;
+  EXPECT_NE(killed->output.find(fmt::format("{} group 1 vfio-pci open by pid", kEdu)),
+            std::string::npos)
+      << "list names the client: " << killed->output;
   const size_t last_lock = killed->output.rfind("VmLck:");
   ASSERT_NE(last_lock, std::string::npos) << killed->output;
   EXPECT_NE(killed->output.find("VmLck:", 0), last_lock) << "pinned while the probe lived";

@@ -100,16 +100,27 @@ TEST_F(PassthroughCliTest, UnbindRefusesWhatTheDaemonServesOrVfioPciDoesNotHold)
 }
 
 TEST_F(PassthroughCliTest, ListShowsTheServedFunctions) {
-  const Transport daemon = Daemon({{{"name", "0000:01:00.1"},
-                                    {"driver", "passthrough"},
-                                    {"iommu_group", 5},
-                                    {"open", true}}});
+  const Transport daemon = Daemon(
+      {{{"name", "0000:01:00.1"},
+        {"driver", "passthrough"},
+        {"iommu_group", 5},
+        {"open", true},
+        {"vm", {{"pid", 99}, {"accel", "none"}}}},
+       {{"name", "0000:01:00.0"},
+        {"driver", "passthrough"},
+        {"iommu_group", 5},
+        {"open", true},
+        {"vm", {{"name", "vm7"}, {"pid", 4242}, {"accel", "kvm"}, {"uuid", ""}}}}});
   const Outcome table = PassthroughList(daemon, sysfs(), false);
   EXPECT_EQ(table.status, 0);
-  EXPECT_EQ(table.out, "0000:01:00.1 group 5 e1000e open\n");
+  EXPECT_NE(table.out.find("0000:01:00.1 group 5 e1000e open by pid 99\n"), std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("0000:01:00.0 group 5 (no driver) open by vm7 (pid 4242"),
+            std::string::npos)
+      << table.out;
   const Outcome json = PassthroughList(daemon, sysfs(), true);
   const auto parsed = nlohmann::json::parse(json.out);
-  ASSERT_EQ(parsed.size(), 1u);
+  ASSERT_EQ(parsed.size(), 2u);
   EXPECT_EQ(parsed[0]["address"], "0000:01:00.1");
   EXPECT_EQ(parsed[0]["iommu_group"], 5);
   EXPECT_EQ(parsed[0]["open"], true);

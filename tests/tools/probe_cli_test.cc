@@ -39,7 +39,8 @@ class ProbeCliTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() /
            ("up-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
     fs::create_directories(dir_);
-    std::ofstream(dir_ / "config.json") << R"({"parents":[{"driver":"test","name":"parent0"}]})";
+    std::ofstream(dir_ / "config.json")
+        << R"({"parents":[{"driver":"test","name":"parent0"},{"driver":"test-pci","name":"pci0"}]})";
     const std::string state = (dir_ / "state").string();
     const std::string config = (dir_ / "config.json").string();
     daemon_ = fork();
@@ -126,7 +127,7 @@ TEST_F(ProbeCliTest, ErrorsNameTheCommandAndTheErrno) {
   EXPECT_EQ(out_of_range.out, "write: region 7: Invalid argument (EINVAL)\n");
   const Output usage = Probe("read config");
   EXPECT_EQ(usage.status, 2);
-  EXPECT_EQ(usage.out, "read: usage: read REGION OFFSET [WIDTH|--count N]\n");
+  EXPECT_EQ(usage.out, "read: usage: read REGION OFFSET [WIDTH|--count N] [--mmap]\n");
   EXPECT_EQ(Probe("frobnicate").status, 2);
   const Output save = Probe("save " + (dir_ / "image").string());
   EXPECT_EQ(save.status, 1);
@@ -136,6 +137,32 @@ TEST_F(ProbeCliTest, ErrorsNameTheCommandAndTheErrno) {
   EXPECT_EQ(timeout.out,
             "wait-irq: irq 0 vector 0: no interrupt within 20 ms: Connection timed out "
             "(ETIMEDOUT)\n");
+}
+
+// --mmap reads and writes through the region's fd mapped as a client maps
+// a BAR: the same memory the message path reaches, only where the device
+// offers a mappable area.
+TEST_F(ProbeCliTest, MmapAccessesReachTheSameMemoryAsMessages) {
+  constexpr const char* kMmapUuid = "3c1f0d2e-5b6a-4c7d-8e9f-0a1b2c3d4e5f";
+  const std::string state = (dir_ / "state").string();
+  const Output start = Shell(std::string(UMDEVCTL) + " --state-dir " + state +
+                             " start -p pci0 -t test_pci-mmap -u " + kMmapUuid + " 2>&1");
+  ASSERT_EQ(start.status, 0) << start.out;
+  socket_ = (dir_ / "state" / "vfio-user" / (std::string(kMmapUuid) + ".sock")).string();
+  for (int i = 0; i < 500 && !fs::exists(socket_); ++i) std::this_thread::sleep_for(10ms);
+  const Output out = Script("--keep-going",
+                            "write 3 0x1000 0x12345678 4\n"
+                            "read 3 0x1000 4 --mmap\n"
+                            "write 3 0x1004 0xabcd 2 --mmap\n"
+                            "read 3 0x1004 2\n"
+                            "read 3 0x0 4 --mmap\n"
+                            "read 0 0x0 4 --mmap\n");
+  EXPECT_NE(out.out.find("0x12345678\n0xabcd\n"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("read: region 3: no mappable area holds 4 bytes at 0x0"),
+            std::string::npos)
+      << out.out;
+  EXPECT_NE(out.out.find("cannot be mapped"), std::string::npos) << out.out;
+  EXPECT_EQ(out.status, 1);
 }
 
 TEST_F(ProbeCliTest, AMissingSocketFailsToConnect) {

@@ -136,14 +136,25 @@ Outcome PassthroughList(const Transport& call, const pci::Sysfs& sysfs, bool jso
   for (const auto& device : (*reply)["devices"]) {
     const std::string name = device.value("name", "");
     const std::string host_driver = sysfs.DriverOf(name);
-    list.push_back({{"address", name},
-                    {"driver", device.value("driver", "")},
-                    {"iommu_group", device.value("iommu_group", 0u)},
-                    {"host_driver", host_driver},
-                    {"open", device.value("open", false)}});
+    nlohmann::json entry = {{"address", name},
+                            {"driver", device.value("driver", "")},
+                            {"iommu_group", device.value("iommu_group", 0u)},
+                            {"host_driver", host_driver},
+                            {"open", device.value("open", false)}};
+    // The client: its VM as list -v shows an mdev's, or the process of a
+    // client that is not a VM (a test rig's umdev-probe).
+    std::string client = detail::DescribeVm(device);
+    if (client.empty() && device.contains("vm") && device["vm"].is_object() &&
+        device["vm"].value("pid", 0) > 0) {
+      client = fmt::format("pid {}", device["vm"].value("pid", 0));
+    }
+    if (device.contains("vm")) entry["vm"] = device["vm"];
+    list.push_back(std::move(entry));
     table += fmt::format("{} group {} {} {}\n", name, device.value("iommu_group", 0u),
                          host_driver.empty() ? "(no driver)" : host_driver,
-                         device.value("open", false) ? "open" : "idle");
+                         !device.value("open", false) ? "idle"
+                         : client.empty()             ? "open"
+                                                      : "open by " + client);
   }
   return Outcome{0, json ? list.dump(2) + "\n" : table, ""};
 }

@@ -174,10 +174,16 @@ Result<Json> AttrSet(Registry& registry, const Json& request) {
 Json Devices(Registry& registry) {
   Json list = Json::array();
   for (const BusDeviceStatus& device : registry.BusDevices()) {
-    list.push_back({{"name", device.name},
-                    {"driver", device.driver},
-                    {"iommu_group", device.iommu_group},
-                    {"open", device.open}});
+    Json entry = {{"name", device.name},
+                  {"driver", device.driver},
+                  {"iommu_group", device.iommu_group},
+                  {"open", device.open}};
+    if (device.vm.has_value()) {
+      entry["vm"] = {{"uuid", device.vm->uuid},   {"name", device.vm->name},
+                     {"pid", device.vm->pid},     {"accel", device.vm->accel},
+                     {"cgroup", device.vm->cgroup}};
+    }
+    list.push_back(std::move(entry));
   }
   return Json{{"ok", true}, {"devices", std::move(list)}};
 }

@@ -230,8 +230,8 @@ Result<Output> ProbeSession::Irqs() {
 }
 
 Result<Output> ProbeSession::Read(const std::vector<std::string>& words) {
-  constexpr const char* kUsage = "read REGION OFFSET [WIDTH|--count N]";
-  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {"--count"}, {}, 2, 3, kUsage));
+  constexpr const char* kUsage = "read REGION OFFSET [WIDTH|--count N] [--mmap]";
+  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {"--count"}, {"--mmap"}, 2, 3, kUsage));
   UMDEV_ASSIGN_OR_RETURN(uint32_t region, ParseRegion(args.positional[0]));
   UMDEV_ASSIGN_OR_RETURN(uint64_t offset, ParseNumber(args.positional[1], "OFFSET"));
   const bool dump = args.options.contains("--count");
@@ -247,9 +247,23 @@ Result<Output> ProbeSession::Read(const std::vector<std::string>& words) {
     }
   }
   std::vector<std::byte> data(count);
-  auto read = client_.RegionRead(region, offset, data);
-  if (!read.has_value()) return FailAs(read.error(), fmt::format("region {}", region));
-  data.resize(*read);
+  if (args.Has("--mmap")) {
+    // One access of the width, as a driver's load from a mapped BAR.
+    if (dump) return Fail(kUsageError, std::string("usage: ") + kUsage);
+    UMDEV_ASSIGN_OR_RETURN(volatile std::byte* at, Mapped(region, offset, count));
+    uint64_t loaded = 0;
+    switch (count) {
+      case 1: loaded = *reinterpret_cast<volatile uint8_t*>(at); break;
+      case 2: loaded = *reinterpret_cast<volatile uint16_t*>(at); break;
+      case 4: loaded = *reinterpret_cast<volatile uint32_t*>(at); break;
+      default: loaded = *reinterpret_cast<volatile uint64_t*>(at); break;
+    }
+    std::memcpy(data.data(), &loaded, count);
+  } else {
+    auto read = client_.RegionRead(region, offset, data);
+    if (!read.has_value()) return FailAs(read.error(), fmt::format("region {}", region));
+    data.resize(*read);
+  }
   Output output;
   output.json = {{"region", region}, {"offset", offset}, {"count", data.size()}};
   if (dump) {
@@ -269,8 +283,8 @@ Result<Output> ProbeSession::Read(const std::vector<std::string>& words) {
 }
 
 Result<Output> ProbeSession::Write(const std::vector<std::string>& words) {
-  constexpr const char* kUsage = "write REGION OFFSET VALUE [WIDTH] [--posted]";
-  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {}, {"--posted"}, 3, 4, kUsage));
+  constexpr const char* kUsage = "write REGION OFFSET VALUE [WIDTH] [--posted|--mmap]";
+  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {}, {"--posted", "--mmap"}, 3, 4, kUsage));
   UMDEV_ASSIGN_OR_RETURN(uint32_t region, ParseRegion(args.positional[0]));
   UMDEV_ASSIGN_OR_RETURN(uint64_t offset, ParseNumber(args.positional[1], "OFFSET"));
   UMDEV_ASSIGN_OR_RETURN(uint64_t value, ParseNumber(args.positional[2], "VALUE"));
@@ -283,6 +297,19 @@ Result<Output> ProbeSession::Write(const std::vector<std::string>& words) {
   }
   if (width < 8 && value >> (8 * width) != 0) {
     return Fail(EINVAL, fmt::format("VALUE {:#x} does not fit in {} bytes", value, width));
+  }
+  if (args.Has("--mmap")) {
+    UMDEV_ASSIGN_OR_RETURN(volatile std::byte* at, Mapped(region, offset, width));
+    switch (width) {
+      case 1: *reinterpret_cast<volatile uint8_t*>(at) = static_cast<uint8_t>(value); break;
+      case 2: *reinterpret_cast<volatile uint16_t*>(at) = static_cast<uint16_t>(value); break;
+      case 4: *reinterpret_cast<volatile uint32_t*>(at) = static_cast<uint32_t>(value); break;
+      default: *reinterpret_cast<volatile uint64_t*>(at) = value; break;
+    }
+    Output output;
+    output.json = {{"region", region}, {"offset", offset}, {"width", width}, {"value", value},
+                   {"mmap", true}};
+    return output;
   }
   std::byte data[8];
   std::memcpy(data, &value, sizeof(data));

@@ -77,6 +77,8 @@ struct BusDeviceStatus {
   std::string driver;
   unsigned iommu_group = 0;
   bool open = false;
+  // The client's VM (its pid at least) while open, when one was latched.
+  std::optional<VmIdentity> vm;
 };
 
 // Told of changes after they happen, with no registry lock held, on the

@@ -11,7 +11,7 @@
 //                  [migration_state,][vm,]counters:{busy_ns,commands,bytes,errors}}]}
 //              counters are those of the vendor's attributes the device has
 //            {"cmd":"devices"}                                 -> {"ok":true,"devices":
-//                  [{name,driver,iommu_group,open}]}
+//                  [{name,driver,iommu_group,open[,vm]}]}
 //              devices a bus driver registered (passthrough), not mdevs
 //            {"cmd":"start","parent":P,"type":T,"uuid":U[,"attrs":[{N:V},...]]}
 //                                                              -> {"ok":true,"uuid":U}

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "umdev/common/error.h"
+#include "umdev/common/mapping.h"
 #include "umdev/common/unique_fd.h"
 #include "umdev/vfio_user/client.h"
 
@@ -74,6 +75,16 @@ class ProbeSession {
   std::map<std::pair<uint32_t, uint32_t>, UniqueFd> irq_fds_;
   // The trigger eventfd of |irq|, registered with the device on first use.
   Result<int> IrqEventfd(std::pair<uint32_t, uint32_t> irq);
+  // Where |width| bytes at |offset| of |region| are in this process, through
+  // the region's fd mapped as a client maps a BAR (read/write --mmap).
+  // Errors: EINVAL the region cannot be mapped there (no MMAP flag, no fd,
+  // no sparse area holding the range); mmap's.
+  Result<volatile std::byte*> Mapped(uint32_t region, uint64_t offset, uint64_t width);
+  struct RegionMap {
+    Mapping mapping;
+    uint64_t start = 0;  // The mapped area's offset in the region.
+  };
+  std::map<uint32_t, RegionMap> region_maps_;
 };
 
 }  // namespace umdev::probe
