@@ -51,6 +51,10 @@ std::vector<std::byte> EncodeRegionInfo(uint32_t index, const RegionInfo& info, 
     Put(out, at + offsetof(vfio_region_info_cap_type, type), info.type->type);
     Put(out, at + offsetof(vfio_region_info_cap_type, subtype), info.type->subtype);
   }
+  if (info.msix_mappable) {
+    // A bare header: the capability carries no data (kernel vfio_pci_core).
+    AddCap(out, &previous, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, sizeof(vfio_info_cap_header));
+  }
   const bool has_caps = out.size() > sizeof(vfio_region_info);
   const bool fits = out.size() <= argsz;
   vfio_region_info head{};

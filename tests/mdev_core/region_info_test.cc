@@ -63,6 +63,32 @@ TEST(RegionInfoTest, CapabilityChainLinksSparseMmapThenType) {
   EXPECT_EQ(type.subtype, 7u);
 }
 
+TEST(RegionInfoTest, MsixMappableIsABareHeaderAfterTheOthers) {
+  RegionInfo info = Bar2WithCaps();
+  info.msix_mappable = true;
+  const auto bytes = EncodeRegionInfo(3, info, 0, 4096);
+  const auto head = At<vfio_region_info>(bytes, 0);
+  const auto sparse = At<vfio_info_cap_header>(bytes, head.cap_offset);
+  const auto type = At<vfio_info_cap_header>(bytes, sparse.next);
+  ASSERT_NE(type.next, 0u);
+  EXPECT_EQ(type.next % 8, 0u);
+  const auto msix = At<vfio_info_cap_header>(bytes, type.next);
+  EXPECT_EQ(msix.id, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE);
+  EXPECT_EQ(msix.version, 1);
+  EXPECT_EQ(msix.next, 0u);
+  EXPECT_EQ(bytes.size(), type.next + sizeof(vfio_info_cap_header)) << "no data after the header";
+  EXPECT_EQ(head.argsz, bytes.size());
+
+  RegionInfo alone{.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP, .size = 0x4000};
+  alone.msix_mappable = true;
+  const auto only = EncodeRegionInfo(3, alone, 0, 4096);
+  const auto only_head = At<vfio_region_info>(only, 0);
+  EXPECT_NE(only_head.flags & VFIO_REGION_INFO_FLAG_CAPS, 0u);
+  ASSERT_EQ(only_head.cap_offset, sizeof(vfio_region_info));
+  EXPECT_EQ(At<vfio_info_cap_header>(only, only_head.cap_offset).id,
+            VFIO_REGION_INFO_CAP_MSIX_MAPPABLE);
+}
+
 TEST(RegionInfoTest, TooSmallArgszGetsTheSizeNeededAndNoChain) {
   const size_t full = EncodeRegionInfo(2, Bar2WithCaps(), 0, 4096).size();
   const auto bytes = EncodeRegionInfo(2, Bar2WithCaps(), 0, sizeof(vfio_region_info));

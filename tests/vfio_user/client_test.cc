@@ -119,7 +119,7 @@ TEST(ClientVersionTest, WithoutNegotiateCallsGoOutBeforeVersion) {
 }
 
 // The reply to GET_REGION_INFO for a 64 KiB mmappable BAR with two sparse
-// areas and a type cap, cut to |argsz| as a server does.
+// areas, a type cap and the MSI-X-mappable mark, cut to |argsz| as a server does.
 std::vector<std::byte> RegionReply(uint32_t argsz) {
   std::vector<std::byte> caps;
   vfio_region_info_cap_sparse_mmap sparse{};
@@ -135,7 +135,9 @@ std::vector<std::byte> RegionReply(uint32_t argsz) {
   type.header.version = 1;
   type.type = 3;
   type.subtype = 4;
+  type.header.next = 32 + 48 + 16;
   AppendPod(caps, type);
+  AppendPod(caps, vfio_info_cap_header{VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1, 0});
   vfio_region_info info{};
   info.argsz = static_cast<uint32_t>(32 + caps.size());
   info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE |
@@ -163,7 +165,7 @@ TEST(ClientRegionInfoTest, AsksAgainWithTheArgszTheServerWants) {
   Message second = peer.Expect(Command::kDeviceGetRegionInfo);
   query = LoadPayload<vfio_region_info>(second.payload);
   ASSERT_TRUE(query.has_value());
-  EXPECT_EQ(query->argsz, 32u + 48 + 16);
+  EXPECT_EQ(query->argsz, 32u + 48 + 16 + 8);
   UniqueFd region_fd(::eventfd(0, EFD_CLOEXEC));
   const int fd = region_fd.get();
   peer.Reply(second, RegionReply(query->argsz), std::span(&fd, 1));
@@ -180,6 +182,7 @@ TEST(ClientRegionInfoTest, AsksAgainWithTheArgszTheServerWants) {
   ASSERT_TRUE(got->type.has_value());
   EXPECT_EQ(got->type->type, 3u);
   EXPECT_EQ(got->type->subtype, 4u);
+  EXPECT_TRUE(got->msix_mappable);
   EXPECT_TRUE(got->fd.valid());
 }
 
@@ -198,6 +201,7 @@ TEST(ClientRegionInfoTest, ARegionWithoutCapsTakesOneStep) {
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->size, 256u);
   EXPECT_FALSE(got->sparse_areas.has_value());
+  EXPECT_FALSE(got->msix_mappable);
   EXPECT_FALSE(got->fd.valid());
 }
 

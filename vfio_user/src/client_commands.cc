@@ -51,6 +51,8 @@ Result<void> ParseRegionCaps(std::span<const std::byte> bytes, uint32_t first, R
       auto type = LoadPayload<vfio_region_info_cap_type>(bytes, at);
       if (!type.has_value()) return Fail(EPROTO, "GET_REGION_INFO: short type capability");
       out.type = RegionInfo::Type{type->type, type->subtype};
+    } else if (cap->id == VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) {
+      out.msix_mappable = true;
     }
     if (cap->next != 0 && cap->next <= at) {
       return Fail(EPROTO, "GET_REGION_INFO: capability chain goes backwards");

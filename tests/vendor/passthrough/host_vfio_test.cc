@@ -171,6 +171,7 @@ TEST_F(HostVfioTest, RegionsAreTheKernelsWithTheDeviceFdToMap) {
   bar0.size = 0x100000;
   bar0.sparse_mmap = {{0, 0x1000}, {0x3000, 0xfd000}};
   bar0.type = RegionType{1, 2};
+  bar0.msix_mappable = true;
   kernel_.region_replies[0] = EncodeRegionInfo(0, bar0, 0x40000000, 4096);
   auto group = Group();
   auto container = HostContainer::Create(kernel_, group);
@@ -186,6 +187,7 @@ TEST_F(HostVfioTest, RegionsAreTheKernelsWithTheDeviceFdToMap) {
   EXPECT_EQ(region->sparse_mmap[1].size, 0xfd000u);
   ASSERT_TRUE(region->type.has_value());
   EXPECT_EQ(region->type->subtype, 2u);
+  EXPECT_TRUE(region->msix_mappable) << "relayed, so the client may map the MSI-X table's BAR";
   EXPECT_EQ(region->mmap_fd, (*device)->fd());
   EXPECT_EQ(region->mmap_offset, 0x40000000u);
 

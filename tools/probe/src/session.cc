@@ -202,6 +202,8 @@ Result<Output> ProbeSession::Regions() {
       line += fmt::format(", type {}/{}", info->type->type, info->type->subtype);
       entry["type"] = {{"type", info->type->type}, {"subtype", info->type->subtype}};
     }
+    if (info->msix_mappable) line += ", msix-mappable";
+    entry["msix_mappable"] = info->msix_mappable;
     if (info->fd.valid()) line += ", fd";
     output.text += line + "\n";
     output.json["regions"].push_back(entry);

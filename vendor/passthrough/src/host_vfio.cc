@@ -211,6 +211,8 @@ Result<RegionInfo> ParseRegionInfo(std::span<const std::byte> reply, uint64_t* o
       if (reply.size() - at < sizeof(type)) return Fail(EIO, "a truncated type capability");
       std::memcpy(&type, reply.data() + at, sizeof(type));
       info.type = RegionType{type.type, type.subtype};
+    } else if (header.id == VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) {
+      info.msix_mappable = true;
     }
     previous = at;
     at = header.next;

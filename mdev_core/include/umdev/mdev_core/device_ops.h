@@ -45,6 +45,9 @@ struct RegionInfo {
   uint64_t size = 0;
   std::vector<SparseMmapArea> sparse_mmap;  // Empty: no sparse-mmap capability.
   std::optional<RegionType> type;           // Empty: no type capability.
+  // VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: the BAR holds the MSI-X table and
+  // may be mapped whole anyway (the host's interrupt remapping protects it).
+  bool msix_mappable = false;
   // Backing for MMAP areas, borrowed from the device for the reply; -1 if none.
   int mmap_fd = -1;
   uint64_t mmap_offset = 0;  // Offset of the region inside |mmap_fd|.

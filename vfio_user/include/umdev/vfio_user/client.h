@@ -67,6 +67,7 @@ struct RegionInfo {
     uint32_t subtype = 0;
   };
   std::optional<Type> type;
+  bool msix_mappable = false;  // VFIO_REGION_INFO_CAP_MSIX_MAPPABLE was in the chain.
   UniqueFd fd;  // The region's fd when the server sent one.
 };
 
