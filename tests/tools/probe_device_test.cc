@@ -100,6 +100,50 @@ TEST_F(ProbeDeviceTest, AnArmedIntxIsCountedAndTheUnmaskLetsTheNextOneThrough) {
   EXPECT_EQ(run.out, "irq 0 vector 0: 1 interrupt(s)\nirq 0 vector 0: 1 interrupt(s)\n");
 }
 
+// The unmask as QEMU does it with KVM: an eventfd registered once
+// (ACTION_UNMASK | DATA_EVENTFD) and signalled after each interrupt.
+TEST_F(ProbeDeviceTest, AnUnmaskEventfdLetsEachNextIntxThrough) {
+  const Output run = Script(kSource,
+                            "arm-irq 0\n"
+                            "write 0 0x8 0 4\n"
+                            "wait-irq 0 --timeout 5000\n"
+                            "write 0 0xc 1 4\n"
+                            "unmask-irq 0 --eventfd\n"
+                            "write 0 0x8 0 4\n"
+                            "wait-irq 0 --timeout 5000\n"
+                            "write 0 0xc 1 4\n"
+                            "unmask-irq 0 --eventfd\n"
+                            "write 0 0x8 0 4\n"
+                            "wait-irq 0 --timeout 5000\n");
+  ASSERT_EQ(run.status, 0) << run.out;
+  EXPECT_EQ(run.out, "irq 0 vector 0: 1 interrupt(s)\nirq 0 vector 0: 1 interrupt(s)\n"
+                     "irq 0 vector 0: 1 interrupt(s)\n");
+  // Masked and not unmasked: the next one waits.
+  const Output masked = Script(kTarget,
+                               "arm-irq 0\n"
+                               "write 0 0x8 0 4\n"
+                               "wait-irq 0 --timeout 5000\n"
+                               "write 0 0xc 1 4\n"
+                               "write 0 0x8 0 4\n"
+                               "wait-irq 0 --timeout 200\n");
+  EXPECT_EQ(masked.status, 1) << masked.out;
+  EXPECT_NE(masked.out.find("no interrupt within 200 ms"), std::string::npos) << masked.out;
+}
+
+// A device without DMA logging says so with the kernel's errno, and the
+// command's own words are checked before anything is sent.
+TEST_F(ProbeDeviceTest, DirtyLogOnADeviceWithoutLoggingIsEnotty) {
+  const Output run = Probe(kSource, "dirty-log start 0 64K");
+  EXPECT_EQ(run.status, 1) << run.out;
+  EXPECT_NE(run.out.find("dirty-log: start at 0x0 size 0x10000"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("ENOTTY"), std::string::npos) << run.out;
+  for (const char* bad : {"dirty-log", "dirty-log go 0 4K", "dirty-log report 0 0",
+                          "dirty-log start 0 4K --page-size 3000", "dirty-log stop 1"}) {
+    const Output usage = Probe(kSource, bad);
+    EXPECT_EQ(usage.status, 2) << bad << ": " << usage.out;
+  }
+}
+
 TEST_F(ProbeDeviceTest, WaitIrqWithoutAnInterruptTimesOut) {
   const Output run = Probe(kSource, "wait-irq 0 --timeout 50");
   EXPECT_EQ(run.status, 1);

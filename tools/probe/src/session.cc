@@ -131,11 +131,12 @@ Result<Output> ProbeSession::Dispatch(const std::vector<std::string>& words) {
   if (name == "arm-irq") return ArmIrq(words);
   if (name == "wait-irq") return WaitIrq(words);
   if (name == "unmask-irq") return UnmaskIrq(words);
+  if (name == "dirty-log") return DirtyLog(words);
   if (name == "save") return Save(words);
   if (name == "resume") return Resume(words);
   return Fail(kUsageError,
               "unknown command; commands: info regions irqs read write map-memory mem-read "
-              "mem-write arm-irq wait-irq unmask-irq reset save resume");
+              "mem-write arm-irq wait-irq unmask-irq dirty-log reset save resume");
 }
 
 Result<Output> ProbeSession::Info() {

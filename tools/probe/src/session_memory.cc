@@ -147,15 +147,35 @@ Result<Output> ProbeSession::WaitIrq(const std::vector<std::string>& words) {
   return output;
 }
 
+// By message (SET_IRQS DATA_NONE), or with --eventfd by signalling an
+// unmask eventfd registered on first use (ACTION_UNMASK | DATA_EVENTFD),
+// the way QEMU hands KVM's resamplefd over: no message per interrupt.
 Result<Output> ProbeSession::UnmaskIrq(const std::vector<std::string>& words) {
-  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {}, {}, 1, 2, "unmask-irq INDEX [VECTOR]"));
+  UMDEV_ASSIGN_OR_RETURN(Args args, ParseArgs(words, {}, {"--eventfd"}, 1, 2,
+                                              "unmask-irq INDEX [VECTOR] [--eventfd]"));
   UMDEV_ASSIGN_OR_RETURN(auto irq, IrqWords(args));
-  auto unmasked = client_.SetIrqsNone(irq.first, irq.second, 1, VFIO_IRQ_SET_ACTION_UNMASK);
-  if (!unmasked.has_value()) {
-    return FailAs(unmasked.error(), fmt::format("irq {} vector {}", irq.first, irq.second));
-  }
+  const std::string where = fmt::format("irq {} vector {}", irq.first, irq.second);
   Output output;
-  output.json = {{"index", irq.first}, {"vector", irq.second}};
+  output.json = {{"index", irq.first}, {"vector", irq.second}, {"eventfd", args.Has("--eventfd")}};
+  if (!args.Has("--eventfd")) {
+    auto unmasked = client_.SetIrqsNone(irq.first, irq.second, 1, VFIO_IRQ_SET_ACTION_UNMASK);
+    if (!unmasked.has_value()) return FailAs(unmasked.error(), where);
+    return output;
+  }
+  auto found = unmask_fds_.find(irq);
+  if (found == unmask_fds_.end()) {
+    UniqueFd created(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!created) return FailErrno("eventfd");
+    const int raw = created.get();
+    auto registered = client_.SetIrqEventfds(irq.first, irq.second, VFIO_IRQ_SET_ACTION_UNMASK,
+                                             std::span(&raw, 1));
+    if (!registered.has_value()) return FailAs(registered.error(), where);
+    found = unmask_fds_.emplace(irq, std::move(created)).first;
+  }
+  const uint64_t one = 1;
+  if (::write(found->second.get(), &one, sizeof(one)) != sizeof(one)) {
+    return FailErrno("eventfd write");
+  }
   return output;
 }
 

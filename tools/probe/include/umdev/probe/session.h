@@ -61,6 +61,7 @@ class ProbeSession {
   Result<Output> ArmIrq(const std::vector<std::string>& words);
   Result<Output> WaitIrq(const std::vector<std::string>& words);
   Result<Output> UnmaskIrq(const std::vector<std::string>& words);
+  Result<Output> DirtyLog(const std::vector<std::string>& words);
   Result<Output> Reset();
   Result<Output> Save(const std::vector<std::string>& words);
   Result<Output> Resume(const std::vector<std::string>& words);
@@ -73,6 +74,9 @@ class ProbeSession {
   // Trigger eventfds wait-irq registered, by (index, vector); kept so that
   // interrupts between two waits are not lost.
   std::map<std::pair<uint32_t, uint32_t>, UniqueFd> irq_fds_;
+  // Unmask eventfds (ACTION_UNMASK, KVM's resamplefd) unmask-irq --eventfd
+  // registered, by (index, vector).
+  std::map<std::pair<uint32_t, uint32_t>, UniqueFd> unmask_fds_;
   // The trigger eventfd of |irq|, registered with the device on first use.
   Result<int> IrqEventfd(std::pair<uint32_t, uint32_t> irq);
   // Where |width| bytes at |offset| of |region| are in this process, through
