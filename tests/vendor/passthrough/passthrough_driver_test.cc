@@ -39,11 +39,30 @@ class PassthroughDriverTest : public ::testing::Test {
     driver_.reset();
     fs::remove_all(root_);
   }
-  void Function(const std::string& address, const std::string& driver, bool in_group) {
+  void Function(const std::string& address, const std::string& driver, bool in_group,
+                unsigned group = 7) {
     const fs::path device = root_ / "bus/pci/devices" / address;
     fs::create_directories(device);
     fs::create_directory_symlink(root_ / "bus/pci/drivers" / driver, device / "driver");
-    if (in_group) fs::create_directory_symlink(root_ / "kernel/iommu_groups/7", device / "iommu_group");
+    const fs::path group_dir = root_ / "kernel/iommu_groups" / std::to_string(group);
+    fs::create_directories(group_dir / "devices");
+    if (in_group) fs::create_directory_symlink(group_dir, device / "iommu_group");
+  }
+  // A client session on |address|: its group in a container of its own.
+  struct Session {
+    std::shared_ptr<GroupFile> group;
+    std::unique_ptr<DeviceFile> device;
+  };
+  Session Open(const std::string& address) {
+    Session session;
+    session.group = registry_.FindGroupOfDevice(address).value()->Open().value();
+    auto container = registry_.CreateContainer();
+    EXPECT_TRUE(session.group->SetContainer(container).has_value());
+    EXPECT_TRUE(container->SetIommu(VFIO_TYPE1v2_IOMMU).has_value());
+    auto device = session.group->GetDeviceFd(address);
+    EXPECT_TRUE(device.has_value()) << device.error().Describe();
+    if (device.has_value()) session.device = std::move(*device);
+    return session;
   }
 
   fs::path root_;
@@ -138,6 +157,58 @@ TEST_F(PassthroughDriverTest, ABusResetWaitsForTheGroupsLastClose) {
   EXPECT_EQ(kernel_.hot_resets, 0) << "the other function is still in use";
   second->reset();
   EXPECT_EQ(kernel_.hot_resets, 1) << "the group's last close resets the bus";
+}
+
+// A bus reset reaching functions of two groups umdevd holds: it takes both
+// groups' fds while the other group is idle, and is refused (EBUSY, named)
+// while another client uses it; a group umdevd does not hold is EPERM.
+TEST_F(PassthroughDriverTest, ABusResetTakesEveryIdleGroupUmdevdHolds) {
+  Function("0000:01:00.1", "vfio-pci", true, 8);
+  kernel_.groups.insert(8);
+  driver_ = std::make_unique<PassthroughDriver>(registry_, kernel_, pci::Sysfs(root_.string()));
+  ASSERT_TRUE(driver_->Add("0000:01:00.0").has_value());
+  ASSERT_TRUE(driver_->Add("0000:01:00.1").has_value());
+  kernel_.hot_reset_error = 0;
+  kernel_.hot_reset_devices = {{7, 0, 1, 0}, {8, 0, 1, 1}};
+
+  Session first = Open("0000:01:00.0");
+  ASSERT_NE(first.device, nullptr);
+  ASSERT_TRUE(first.device->Reset().has_value());
+  EXPECT_EQ(kernel_.hot_resets, 1);
+  EXPECT_EQ(kernel_.hot_reset_group_fds.size(), 2u) << "both groups' fds";
+
+  Session second = Open("0000:01:00.1");
+  ASSERT_NE(second.device, nullptr);
+  auto busy = first.device->Reset();
+  ASSERT_FALSE(busy.has_value());
+  EXPECT_EQ(busy.error().code, EBUSY);
+  EXPECT_NE(busy.error().Describe().find("0000:01:00.1, in IOMMU group 8, which another client"),
+            std::string::npos)
+      << busy.error().Describe();
+  EXPECT_EQ(kernel_.hot_resets, 1);
+  // The second client leaves: its own bus reset would reach the first's
+  // function, so there is none; then the first may reset the bus again.
+  second.device.reset();
+  second.group.reset();
+  EXPECT_EQ(kernel_.hot_resets, 1);
+  ASSERT_TRUE(first.device->Reset().has_value());
+  EXPECT_EQ(kernel_.hot_resets, 2);
+
+  kernel_.hot_reset_devices.push_back({9, 0, 1, 2 << 3});
+  auto foreign = first.device->Reset();
+  ASSERT_FALSE(foreign.has_value());
+  EXPECT_EQ(foreign.error().code, EPERM);
+  EXPECT_NE(foreign.error().Describe().find("which umdevd does not hold"), std::string::npos);
+  // The last close with a bus reset still out of reach: the function is
+  // left as it is, with a warning; nothing is reset.
+  first.device.reset();
+  first.group.reset();
+  EXPECT_EQ(kernel_.hot_resets, 2);
+  kernel_.hot_reset_devices.pop_back();
+  Session third = Open("0000:01:00.0");
+  ASSERT_NE(third.device, nullptr);
+  third.device.reset();
+  EXPECT_EQ(kernel_.hot_resets, 3) << "the last close resets the bus, both groups idle";
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// ScriptedKernel: a VfioKernel whose answers a test sets: one group (7),
+// ScriptedKernel: a VfioKernel whose answers a test sets: group 7 (more if
+// a test adds them),
 // a device with the info and region replies given, DMA mappings kept in a
 // map, and counts of the calls that change state.
 #pragma once
@@ -6,6 +7,7 @@
 #include <sys/eventfd.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,7 +21,7 @@ class ScriptedKernel final : public VfioKernel {
  public:
   Result<UniqueFd> OpenContainer() override { return AnyFd(); }
   Result<UniqueFd> OpenGroup(unsigned group) override {
-    if (group != 7) return Fail(ENOENT, "open /dev/vfio/" + std::to_string(group));
+    if (!groups.contains(group)) return Fail(ENOENT, "open /dev/vfio/" + std::to_string(group));
     return AnyFd();
   }
   Result<bool> CheckExtension(int, uint32_t extension) override {
@@ -85,11 +87,21 @@ class ScriptedKernel final : public VfioKernel {
     }
     return bytes;
   }
-  Result<void> DirtyTracking(int, bool) override { return {}; }
-  Result<std::vector<uint64_t>> DirtyBitmap(int, uint64_t, uint64_t, uint64_t) override {
-    return std::vector<uint64_t>{};
+  // type1: a bitmap only while tracking, only in its smallest page.
+  Result<void> DirtyTracking(int, bool start) override {
+    dirty_tracking = start;
+    return {};
+  }
+  Result<std::vector<uint64_t>> DirtyBitmap(int, uint64_t iova, uint64_t size,
+                                            uint64_t page_size) override {
+    if (!dirty_tracking || page_size != 4096) return Fail(EINVAL, "VFIO_IOMMU_DIRTY_PAGES");
+    last_bitmap_iova = iova;
+    std::vector<uint64_t> bitmap = dirty_bitmap;
+    bitmap.resize((size / page_size + 63) / 64);
+    return bitmap;
   }
 
+  std::set<unsigned> groups = {7};
   bool type1v2 = true;
   uint32_t group_flags = VFIO_GROUP_FLAGS_VIABLE;
   int map_error = 0;
@@ -101,6 +113,9 @@ class ScriptedKernel final : public VfioKernel {
   std::vector<vfio_pci_dependent_device> hot_reset_devices;
   std::vector<int32_t> hot_reset_group_fds;
   int set_irqs_calls = 0;
+  bool dirty_tracking = false;
+  std::vector<uint64_t> dirty_bitmap;  // What the next bitmap read returns.
+  uint64_t last_bitmap_iova = 0;
   uint64_t last_offset = 0;
   std::map<uint64_t, uint64_t> mapped;
   vfio_device_info device_info = [] {

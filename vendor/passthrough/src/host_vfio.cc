@@ -291,7 +291,8 @@ Result<void> HostDevice::SetIrqs(IrqSet& set) {
   return kernel_.SetIrqs(fd_.get(), header, data);
 }
 
-Result<void> HostDevice::Reset(const std::vector<std::shared_ptr<HostGroup>>& held, bool bus) {
+Result<void> HostDevice::Reset(const std::vector<std::shared_ptr<HostGroup>>& held, bool bus,
+                               const std::vector<unsigned>& in_use) {
   if ((info_.flags & VFIO_DEVICE_FLAGS_RESET) != 0) return kernel_.Reset(fd_.get());
   if (!bus) {
     return Fail(ENOTTY, "no reset of the function alone, and a bus reset would reach a device "
@@ -311,10 +312,14 @@ Result<void> HostDevice::Reset(const std::vector<std::shared_ptr<HostGroup>>& he
       return g != nullptr && g->number() == device.group_id;
     });
     if (group == held.end()) {
-      return Fail(EPERM, fmt::format("a bus reset would also reset {:04x}:{:02x}:{:02x}.{}, in "
-                                     "IOMMU group {}, which umdevd does not hold",
-                                     device.segment, device.bus, device.devfn >> 3,
-                                     device.devfn & 7, device.group_id));
+      const std::string function = fmt::format("{:04x}:{:02x}:{:02x}.{}", device.segment,
+                                               device.bus, device.devfn >> 3, device.devfn & 7);
+      const bool used = std::find(in_use.begin(), in_use.end(), device.group_id) != in_use.end();
+      return Fail(used ? EBUSY : EPERM,
+                  fmt::format("a bus reset would also reset {}, in IOMMU group {}, {}", function,
+                              device.group_id,
+                              used ? "which another client of umdevd is using"
+                                   : "which umdevd does not hold"));
     }
     if (std::find(group_fds.begin(), group_fds.end(), (*group)->fd()) == group_fds.end()) {
       group_fds.push_back((*group)->fd());

@@ -5,7 +5,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <atomic>
+#include <algorithm>
+
+#include "group_book.h"
+#include "umdev/passthrough/container_dirty_log.h"
 
 namespace umdev::passthrough {
 namespace {
@@ -15,7 +18,7 @@ namespace {
 // or copies guest memory.
 class HostIommuBackend final : public IommuBackend {
  public:
-  explicit HostIommuBackend(std::unique_ptr<HostContainer> container)
+  explicit HostIommuBackend(std::shared_ptr<HostContainer> container)
       : container_(std::move(container)) {}
 
   IommuInfo info() const override { return IommuInfo{.pgsizes = kPageSize, .max_mappings = 65535}; }
@@ -47,7 +50,7 @@ class HostIommuBackend final : public IommuBackend {
   }
 
  private:
-  const std::unique_ptr<HostContainer> container_;
+  const std::shared_ptr<HostContainer> container_;
 };
 
 // One host function for the core. The kernel hands out the device fd only
@@ -57,22 +60,26 @@ class HostIommuBackend final : public IommuBackend {
 // one client reaches the next. Thread-safe.
 class PassthroughDevice final : public DeviceOps {
  public:
-  // |open_in_group| counts the group's devices open now, shared by them.
-  PassthroughDevice(VfioKernel& kernel, std::shared_ptr<HostGroup> group, std::string address,
-                    std::shared_ptr<std::atomic<unsigned>> open_in_group)
+  // |book| counts the open functions of the driver's groups; |iommu| is
+  // the group's, whose current container logs DMA.
+  PassthroughDevice(VfioKernel& kernel, std::shared_ptr<HostGroup> group,
+                    std::shared_ptr<HostIommuDriver> iommu, std::string address,
+                    std::shared_ptr<GroupBook> book)
       : kernel_(kernel),
         group_(std::move(group)),
         address_(std::move(address)),
-        open_in_group_(std::move(open_in_group)) {}
+        book_(std::move(book)),
+        dirty_log_(std::move(iommu)) {}
 
   Result<void> Open(const OpenContext&) override {
-    UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostDevice> device,
-                           HostDevice::Open(kernel_, *group_, address_));
-    ++*open_in_group_;
-    MutexLock lock(mu_);
-    info_ = device->info();
-    device_ = std::move(device);
-    return {};
+    return book_->Open(group_->number(), [&]() -> Result<void> {
+      UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostDevice> device,
+                             HostDevice::Open(kernel_, *group_, address_));
+      MutexLock lock(mu_);
+      info_ = device->info();
+      device_ = std::move(device);
+      return {};
+    });
   }
 
   void Close() override {
@@ -82,6 +89,7 @@ class PassthroughDevice final : public DeviceOps {
       device = std::move(device_);
     }
     if (device == nullptr) return;
+    dirty_log_.Forget();
     for (uint32_t index = 0; index < device->info().num_irqs; ++index) {
       IrqSet off;
       off.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
@@ -89,12 +97,14 @@ class PassthroughDevice final : public DeviceOps {
       (void)device->SetIrqs(off);  // An index the device lacks refuses; nothing to undo.
     }
     // A bus reset would reset the group's other devices too: only once the
-    // last of them closes.
-    const bool last = --*open_in_group_ == 0;
-    if (auto reset = device->Reset({group_}, last); !reset.has_value()) {
-      spdlog::warn("passthrough: {}: not reset between clients: {}", address_,
-                   reset.error().Describe());
-    }
+    // last of them closes, and only with every other group it reaches idle.
+    book_->Close(group_->number(), [&](const GroupBook::ResetScope& scope) {
+      const bool last = std::find(scope.held.begin(), scope.held.end(), group_) != scope.held.end();
+      if (auto reset = device->Reset(scope.held, last, scope.in_use); !reset.has_value()) {
+        spdlog::warn("passthrough: {}: not reset between clients: {}", address_,
+                     reset.error().Describe());
+      }
+    });
   }
 
   DeviceInfo GetInfo() override {
@@ -124,8 +134,11 @@ class PassthroughDevice final : public DeviceOps {
   }
   Result<void> Reset() override {
     UMDEV_ASSIGN_OR_RETURN(auto device, Current());
-    return device->Reset({group_});
+    return book_->Reset(group_->number(), [&](const GroupBook::ResetScope& scope) {
+      return device->Reset(scope.held, true, scope.in_use);
+    });
   }
+  DirtyLogOps* dirty_log() override { return &dirty_log_; }
 
  private:
   Result<std::shared_ptr<HostDevice>> Current() {
@@ -137,7 +150,8 @@ class PassthroughDevice final : public DeviceOps {
   VfioKernel& kernel_;
   const std::shared_ptr<HostGroup> group_;
   const std::string address_;
-  const std::shared_ptr<std::atomic<unsigned>> open_in_group_;
+  const std::shared_ptr<GroupBook> book_;
+  ContainerDirtyLog dirty_log_;
   Mutex mu_;
   std::shared_ptr<HostDevice> device_ UMDEV_GUARDED_BY(mu_);
   // The last open's, so the info outlives the fd (num_regions of vfio-pci).
@@ -149,10 +163,27 @@ class PassthroughDevice final : public DeviceOps {
 
 Result<std::unique_ptr<IommuBackend>> HostIommuDriver::Create(uint32_t type) {
   if (!Supports(type)) return Fail(EINVAL, fmt::format("host IOMMU: no type {}", type));
-  UMDEV_ASSIGN_OR_RETURN(std::unique_ptr<HostContainer> container,
+  UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostContainer> container,
                          HostContainer::Create(kernel_, group_, account_));
+  {
+    MutexLock lock(mu_);
+    current_ = container;
+  }
   return std::unique_ptr<IommuBackend>(new HostIommuBackend(std::move(container)));
 }
+
+std::shared_ptr<HostContainer> HostIommuDriver::Current() const {
+  MutexLock lock(mu_);
+  return current_.lock();
+}
+
+PassthroughDriver::PassthroughDriver(Registry& registry, VfioKernel& kernel, pci::Sysfs sysfs,
+                                     std::shared_ptr<pinning::LockedMemoryAccount> account)
+    : registry_(registry),
+      kernel_(kernel),
+      sysfs_(std::move(sysfs)),
+      account_(std::move(account)),
+      book_(std::make_shared<GroupBook>()) {}
 
 PassthroughDriver::~PassthroughDriver() {
   for (const std::string& address : Devices()) (void)Remove(address);
@@ -183,22 +214,23 @@ Result<void> PassthroughDriver::Add(const std::string& text) {
     UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostGroup> group,
                            HostGroup::Open(kernel_, sysfs_, *number));
     auto iommu = std::make_shared<HostIommuDriver>(kernel_, group, account_);
-    entry = groups_
-                .emplace(*number, GroupEntry{std::move(group), std::move(iommu), 0,
-                                             std::make_shared<std::atomic<unsigned>>(0)})
-                .first;
+    book_->Add(group);
+    entry = groups_.emplace(*number, GroupEntry{std::move(group), std::move(iommu), 0}).first;
   }
   BusDeviceSpec spec;
   spec.name = address;
   spec.driver = "passthrough";
   spec.iommu_group = *number;
   spec.iommu_driver = entry->second.iommu;
-  spec.probe = [this, group = entry->second.group, open = entry->second.open,
+  spec.probe = [this, group = entry->second.group, iommu = entry->second.iommu,
                 address](Device&) -> Result<std::unique_ptr<DeviceOps>> {
-    return std::make_unique<PassthroughDevice>(kernel_, group, address, open);
+    return std::make_unique<PassthroughDevice>(kernel_, group, iommu, address, book_);
   };
   if (auto registered = registry_.RegisterDevice(std::move(spec)); !registered.has_value()) {
-    if (entry->second.devices == 0) groups_.erase(entry);
+    if (entry->second.devices == 0) {
+      book_->Remove(*number);
+      groups_.erase(entry);
+    }
     return registered;
   }
   ++entry->second.devices;
@@ -217,7 +249,10 @@ Result<void> PassthroughDriver::Remove(const std::string& text) {
   MutexLock lock(mu_);
   const unsigned number = devices_.at(address);
   devices_.erase(address);
-  if (--groups_.at(number).devices == 0) groups_.erase(number);
+  if (--groups_.at(number).devices == 0) {
+    book_->Remove(number);
+    groups_.erase(number);
+  }
   return {};
 }
 

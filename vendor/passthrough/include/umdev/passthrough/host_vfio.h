@@ -121,13 +121,15 @@ class HostDevice {
   Result<void> SetIrqs(IrqSet& set);
   // VFIO_DEVICE_RESET where the kernel can reset the function alone; else
   // a bus reset (VFIO_DEVICE_PCI_HOT_RESET) when every group it would reach
-  // is in |held| (the kernel asks for their fds). Errors: EPERM a device
-  // the bus reset would reach is in a group not held (named); the kernel's
-  // (no bus reset for a function on the root bus: its errno from the
-  // hot-reset info, with why).
+  // is in |held| (the kernel asks for their fds). Errors: EBUSY a device
+  // the bus reset would reach is in a group of |in_use| (held by umdevd,
+  // used by another client; named); EPERM one in a group umdevd does not
+  // hold (named); the kernel's (no bus reset for a function on the root
+  // bus: its errno from the hot-reset info, with why).
   // |bus| false: the function's own reset only (ENOTTY without one), when
   // a bus reset would reach a device someone still uses.
-  Result<void> Reset(const std::vector<std::shared_ptr<HostGroup>>& held, bool bus = true);
+  Result<void> Reset(const std::vector<std::shared_ptr<HostGroup>>& held, bool bus = true,
+                     const std::vector<unsigned>& in_use = {});
   int fd() const { return fd_.get(); }
 
  private:

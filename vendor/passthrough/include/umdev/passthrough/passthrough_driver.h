@@ -6,7 +6,6 @@
 // session a kernel container of its own.
 #pragma once
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -21,6 +20,8 @@
 
 namespace umdev::passthrough {
 
+class GroupBook;
+
 // The group's IOMMU for the core: SET_IOMMU type1v2 makes a HostContainer
 // (a kernel container with the group in it). Thread-safe.
 class HostIommuDriver final : public IommuDriver {
@@ -30,12 +31,17 @@ class HostIommuDriver final : public IommuDriver {
       : kernel_(kernel), group_(std::move(group)), account_(std::move(account)) {}
   std::string_view name() const override { return "host vfio type1"; }
   bool Supports(uint32_t type) const override { return type == VFIO_TYPE1v2_IOMMU; }
-  Result<std::unique_ptr<IommuBackend>> Create(uint32_t type) override;
+  Result<std::unique_ptr<IommuBackend>> Create(uint32_t type) override UMDEV_EXCLUDES(mu_);
+  // The container the group is in now (the kernel allows one at a time):
+  // the open session's; null between sessions.
+  std::shared_ptr<HostContainer> Current() const UMDEV_EXCLUDES(mu_);
 
  private:
   VfioKernel& kernel_;
   const std::shared_ptr<HostGroup> group_;
   const std::shared_ptr<pinning::LockedMemoryAccount> account_;
+  mutable Mutex mu_;
+  std::weak_ptr<HostContainer> current_ UMDEV_GUARDED_BY(mu_);
 };
 
 // Thread-safe. Registration and removal from the daemon's thread.
@@ -44,11 +50,7 @@ class PassthroughDriver {
   // |kernel| outlives the driver; |sysfs| says where /sys is; |account|
   // (may be null) is charged what clients map (locked_memory_bytes).
   PassthroughDriver(Registry& registry, VfioKernel& kernel, pci::Sysfs sysfs,
-                    std::shared_ptr<pinning::LockedMemoryAccount> account = nullptr)
-      : registry_(registry),
-        kernel_(kernel),
-        sysfs_(std::move(sysfs)),
-        account_(std::move(account)) {}
+                    std::shared_ptr<pinning::LockedMemoryAccount> account = nullptr);
   // Unregisters every device it registered.
   ~PassthroughDriver();
   PassthroughDriver(const PassthroughDriver&) = delete;
@@ -70,14 +72,15 @@ class PassthroughDriver {
     std::shared_ptr<HostGroup> group;
     std::shared_ptr<HostIommuDriver> iommu;
     unsigned devices = 0;
-    // The group's devices open now (a bus reset waits for the last close).
-    std::shared_ptr<std::atomic<unsigned>> open;
   };
 
   Registry& registry_;
   VfioKernel& kernel_;
   const pci::Sysfs sysfs_;
   const std::shared_ptr<pinning::LockedMemoryAccount> account_;
+  // The groups held and their open functions, shared with the devices
+  // (a bus reset reaches only functions nobody uses).
+  const std::shared_ptr<GroupBook> book_;
   mutable Mutex mu_;
   std::map<unsigned, GroupEntry> groups_ UMDEV_GUARDED_BY(mu_);
   std::map<std::string, unsigned> devices_ UMDEV_GUARDED_BY(mu_);  // address -> group
