@@ -16,20 +16,6 @@ struct MigStateData {
   uint32_t device_state = 0;
   int32_t data_fd = -1;  // No data fd in vfio-user: MIG_DATA_* carry the stream.
 };
-struct LoggingControlData {
-  uint64_t page_size = 0;
-  uint32_t num_ranges = 0;
-  uint32_t reserved = 0;
-};
-struct LoggingRange {
-  uint64_t iova = 0;
-  uint64_t length = 0;
-};
-struct LoggingReportData {
-  uint64_t iova = 0;
-  uint64_t length = 0;
-  uint64_t page_size = 0;
-};
 
 constexpr uint32_t kFeatureOps =
     VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PROBE;
@@ -124,18 +110,18 @@ Result<Reply> Session::HandleDeviceFeature(const Message& message) {
       UMDEV_TRY(file_->DmaLoggingSupported());  // ENOTTY first, as the kernel.
       UMDEV_ASSIGN_OR_RETURN(bool probe, CheckFeature(header->flags, header->argsz,
                                                       VFIO_DEVICE_FEATURE_SET,
-                                                      sizeof(LoggingControlData)));
+                                                      sizeof(DmaLoggingControl)));
       if (probe) return FeatureReply(*header, {});
-      auto control = LoadPayload<LoggingControlData>(data);
+      auto control = LoadPayload<DmaLoggingControl>(data);
       if (!control) return Fail(EINVAL, "DEVICE_FEATURE: DMA_LOGGING_START without its data");
-      const size_t ranges_bytes = data.size() - sizeof(LoggingControlData);
-      if (ranges_bytes != uint64_t{control->num_ranges} * sizeof(LoggingRange)) {
+      const size_t ranges_bytes = data.size() - sizeof(DmaLoggingControl);
+      if (ranges_bytes != uint64_t{control->num_ranges} * sizeof(DmaLoggingRange)) {
         return Fail(EINVAL, "DEVICE_FEATURE: DMA_LOGGING_START range count does not match");
       }
       std::vector<SparseMmapArea> ranges(control->num_ranges);
       for (uint32_t i = 0; i < control->num_ranges; ++i) {
-        const auto range = *LoadPayload<LoggingRange>(
-            data, sizeof(LoggingControlData) + i * sizeof(LoggingRange));
+        const auto range = *LoadPayload<DmaLoggingRange>(
+            data, sizeof(DmaLoggingControl) + i * sizeof(DmaLoggingRange));
         ranges[i] = SparseMmapArea{range.iova, range.length};
       }
       UMDEV_TRY(file_->DmaLoggingStart(ranges, control->page_size));
@@ -152,18 +138,18 @@ Result<Reply> Session::HandleDeviceFeature(const Message& message) {
       UMDEV_TRY(file_->DmaLoggingSupported());
       UMDEV_ASSIGN_OR_RETURN(bool probe, CheckFeature(header->flags, header->argsz,
                                                       VFIO_DEVICE_FEATURE_GET,
-                                                      sizeof(LoggingReportData)));
+                                                      sizeof(DmaLoggingReport)));
       if (probe) return FeatureReply(*header, {});
-      auto report = LoadPayload<LoggingReportData>(data);
+      auto report = LoadPayload<DmaLoggingReport>(data);
       if (!report) return Fail(EINVAL, "DEVICE_FEATURE: DMA_LOGGING_REPORT without its data");
       UMDEV_ASSIGN_OR_RETURN(auto bitmap,
                              file_->DmaLoggingReport(report->iova, report->length,
                                                      report->page_size));
       const size_t bitmap_bytes = bitmap.size() * sizeof(uint64_t);
-      if (sizeof(LoggingReportData) + bitmap_bytes > limits_.max_data_xfer_size) {
+      if (sizeof(DmaLoggingReport) + bitmap_bytes > limits_.max_data_xfer_size) {
         return Fail(E2BIG, "DEVICE_FEATURE: dirty bitmap over max_data_xfer_size");
       }
-      if (header->argsz < sizeof(DeviceFeaturePayload) + sizeof(LoggingReportData) + bitmap_bytes) {
+      if (header->argsz < sizeof(DeviceFeaturePayload) + sizeof(DmaLoggingReport) + bitmap_bytes) {
         return Fail(EINVAL, "DEVICE_FEATURE: argsz cannot hold the dirty bitmap");
       }
       std::vector<std::byte> out;

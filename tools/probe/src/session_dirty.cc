@@ -16,21 +16,9 @@ constexpr const char* kUsage =
     "dirty-log start IOVA SIZE [--page-size N] | dirty-log report IOVA SIZE [--page-size N] | "
     "dirty-log stop";
 
-// The feature data on the wire (vfio-user carries it inline).
-struct LoggingControl {
-  uint64_t page_size = 0;
-  uint32_t num_ranges = 0;
-  uint32_t reserved = 0;
-};
-struct LoggingRange {
-  uint64_t iova = 0;
-  uint64_t length = 0;
-};
-struct LoggingReport {
-  uint64_t iova = 0;
-  uint64_t length = 0;
-  uint64_t page_size = 0;
-};
+using vfio_user::DmaLoggingControl;
+using vfio_user::DmaLoggingRange;
+using vfio_user::DmaLoggingReport;
 
 template <typename T>
 void Append(std::vector<std::byte>& out, const T& value) {
@@ -84,8 +72,8 @@ Result<Output> ProbeSession::DirtyLog(const std::vector<std::string>& words) {
   }
   std::vector<std::byte> data;
   if (action == "start") {
-    Append(data, LoggingControl{page_size, 1, 0});
-    Append(data, LoggingRange{iova, size});
+    Append(data, DmaLoggingControl{page_size, 1, 0});
+    Append(data, DmaLoggingRange{iova, size});
     auto started = client_.DeviceFeature(
         VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_START, data);
     if (!started.has_value()) {
@@ -96,7 +84,7 @@ Result<Output> ProbeSession::DirtyLog(const std::vector<std::string>& words) {
   }
   const uint64_t pages = (size + page_size - 1) / page_size;
   const uint64_t bitmap_bytes = (pages + 63) / 64 * 8;
-  Append(data, LoggingReport{iova, size, page_size});
+  Append(data, DmaLoggingReport{iova, size, page_size});
   const uint64_t argsz = sizeof(vfio_user::DeviceFeaturePayload) + data.size() + bitmap_bytes;
   if (argsz > UINT32_MAX) return Fail(kUsageError, "dirty-log: the bitmap would be too large");
   auto reported =
@@ -104,11 +92,11 @@ Result<Output> ProbeSession::DirtyLog(const std::vector<std::string>& words) {
                             data, static_cast<uint32_t>(argsz));
   const std::string where = fmt::format("report at {:#x} size {:#x}", iova, size);
   if (!reported.has_value()) return FailAs(reported.error(), where);
-  if (reported->size() != sizeof(LoggingReport) + bitmap_bytes) {
+  if (reported->size() != sizeof(DmaLoggingReport) + bitmap_bytes) {
     return Fail(EPROTO, fmt::format("{}: a reply of {} bytes", where, reported->size()));
   }
   std::vector<uint64_t> bitmap(bitmap_bytes / 8);
-  std::memcpy(bitmap.data(), reported->data() + sizeof(LoggingReport), bitmap_bytes);
+  std::memcpy(bitmap.data(), reported->data() + sizeof(DmaLoggingReport), bitmap_bytes);
   uint64_t dirty = 0;
   const std::string ranges = PageRanges(bitmap, pages, &dirty);
   output.text = fmt::format("dirty: {} of {} pages of {:#x} at {:#x}:{}\n", dirty, pages,

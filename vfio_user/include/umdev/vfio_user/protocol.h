@@ -149,6 +149,27 @@ struct DeviceFeaturePayload {
 };
 static_assert(sizeof(DeviceFeaturePayload) == 8);
 
+// The DMA logging features' data, inline where the kernel passes pointers:
+// DMA_LOGGING_START is a control followed by |num_ranges| ranges;
+// DMA_LOGGING_REPORT a report, answered with it and the bitmap.
+struct DmaLoggingControl {
+  uint64_t page_size = 0;
+  uint32_t num_ranges = 0;
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(DmaLoggingControl) == 16);
+struct DmaLoggingRange {
+  uint64_t iova = 0;
+  uint64_t length = 0;
+};
+static_assert(sizeof(DmaLoggingRange) == 16);
+struct DmaLoggingReport {
+  uint64_t iova = 0;
+  uint64_t length = 0;
+  uint64_t page_size = 0;
+};
+static_assert(sizeof(DmaLoggingReport) == 24);
+
 // MIG_DATA_READ / MIG_DATA_WRITE.
 struct MigDataPayload {
   uint32_t argsz = 0;
