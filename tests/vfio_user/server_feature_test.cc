@@ -199,5 +199,44 @@ TEST_F(ServerFeatureTest, DmaLoggingStartReportStop) {
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP)), 0);
 }
 
+// The reply's size follows from the request: a report whose bitmap could
+// never fit max_data_xfer_size is E2BIG before the device builds it (so a
+// client cannot make the daemon allocate a bitmap it will not send, and
+// the device's dirty bits are not read and lost).
+TEST_F(ServerFeatureTest, AnOversizedReportIsRefusedBeforeTheDeviceIsAsked) {
+  const Uuid uuid = CreateMigratable();
+  RawPeer peer = Attach(uuid);
+  struct Control {
+    uint64_t page_size;
+    uint32_t num_ranges;
+    uint32_t reserved;
+  };
+  struct Range {
+    uint64_t iova, length;
+  };
+  struct Report {
+    uint64_t iova, length, page_size;
+  };
+  ASSERT_EQ(RawPeer::ErrorOf(Feature(peer, kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+                                     Payload(Control{4096, 1, 0}, Range{0, 0x10000}))),
+            0);
+  mig_parent_->device(uuid)->fake_migration().MarkDirty(0x3000);
+  // 2^40 bytes of 4 KiB pages: a 32 MiB bitmap.
+  EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+                                     Payload(Report{0, uint64_t{1} << 40, 4096}),
+                                     0xffffffff)),
+            E2BIG);
+  // argsz without room for the bitmap: EINVAL, also before the device.
+  EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+                                     Payload(Report{0, 0x10000, 4096}), 8 + 24)),
+            EINVAL);
+  Message report = Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+                           Payload(Report{0, 0x10000, 4096}));
+  ASSERT_EQ(RawPeer::ErrorOf(report), 0);
+  auto bitmap = LoadPayload<uint64_t>(report.payload, 8 + 24);
+  ASSERT_TRUE(bitmap.has_value());
+  EXPECT_EQ(*bitmap, uint64_t{1} << 3) << "page 3 still dirty: the refused reports read nothing";
+}
+
 }  // namespace
 }  // namespace umdev::vfio_user::testing

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "session.h"
+#include "umdev/mdev_core/dma_logging.h"
 #include "umdev/mdev_core/migration.h"
 
 namespace umdev::vfio_user {
@@ -142,16 +143,20 @@ Result<Reply> Session::HandleDeviceFeature(const Message& message) {
       if (probe) return FeatureReply(*header, {});
       auto report = LoadPayload<DmaLoggingReport>(data);
       if (!report) return Fail(EINVAL, "DEVICE_FEATURE: DMA_LOGGING_REPORT without its data");
-      UMDEV_ASSIGN_OR_RETURN(auto bitmap,
-                             file_->DmaLoggingReport(report->iova, report->length,
-                                                     report->page_size));
-      const size_t bitmap_bytes = bitmap.size() * sizeof(uint64_t);
+      // The reply's size is known from the request: refused before the
+      // device builds a bitmap the reply could never carry.
+      UMDEV_ASSIGN_OR_RETURN(const size_t words, DirtyBitmapWords(report->iova, report->length,
+                                                                  report->page_size));
+      const uint64_t bitmap_bytes = uint64_t{words} * sizeof(uint64_t);
       if (sizeof(DmaLoggingReport) + bitmap_bytes > limits_.max_data_xfer_size) {
         return Fail(E2BIG, "DEVICE_FEATURE: dirty bitmap over max_data_xfer_size");
       }
       if (header->argsz < sizeof(DeviceFeaturePayload) + sizeof(DmaLoggingReport) + bitmap_bytes) {
         return Fail(EINVAL, "DEVICE_FEATURE: argsz cannot hold the dirty bitmap");
       }
+      UMDEV_ASSIGN_OR_RETURN(auto bitmap,
+                             file_->DmaLoggingReport(report->iova, report->length,
+                                                     report->page_size));
       std::vector<std::byte> out;
       AppendPod(out, *report);
       AppendBytes(out, std::as_bytes(std::span(bitmap)));

@@ -7,16 +7,16 @@
 
 namespace umdev::passthrough {
 
-std::vector<uint64_t> FoldDirtyBitmap(std::span<const uint64_t> bitmap, uint64_t pages,
-                                      uint64_t factor) {
-  const uint64_t folded_pages = (pages + factor - 1) / factor;
-  std::vector<uint64_t> folded((folded_pages + 63) / 64);
-  for (uint64_t page = 0; page < pages && page / 64 < bitmap.size(); ++page) {
-    if ((bitmap[page / 64] >> (page % 64) & 1) == 0) continue;
-    const uint64_t big = page / factor;
-    folded[big / 64] |= uint64_t{1} << (big % 64);
+void MarkDirtyPages(std::span<const uint64_t> fine, uint64_t pages, uint64_t first,
+                    uint64_t factor, std::span<uint64_t> out) {
+  for (size_t word = 0; word < fine.size() && word * 64 < pages; ++word) {
+    for (uint64_t bits = fine[word]; bits != 0; bits &= bits - 1) {
+      const uint64_t page = word * 64 + static_cast<uint64_t>(std::countr_zero(bits));
+      if (page >= pages) break;  // Bits past the mapping are not its pages.
+      const uint64_t big = (first + page) / factor;
+      if (big / 64 < out.size()) out[big / 64] |= uint64_t{1} << (big % 64);
+    }
   }
-  return folded;
 }
 
 Result<std::shared_ptr<HostContainer>> ContainerDirtyLog::Container() const {
@@ -58,11 +58,20 @@ Result<std::vector<uint64_t>> ContainerDirtyLog::ReadAndClear(uint64_t iova, uin
   MutexLock lock(mu_);
   if (!logging_) return Fail(EINVAL, "dma logging report: not logging");
   UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostContainer> container, Container());
-  UMDEV_ASSIGN_OR_RETURN(std::vector<uint64_t> fine,
-                         container->DirtyBitmap(iova, size, kTrackedPageSize));
+  UMDEV_ASSIGN_OR_RETURN(const std::vector<SparseMmapArea> mappings,
+                         container->MappingsWithin(iova, size));
+  // The caller has bounded the report's bitmap (DirtyBitmapWords); an
+  // unmapped stretch of the range is clean and costs nothing.
+  const uint64_t pages = size == 0 ? 0 : (size - 1) / page_size + 1;
+  std::vector<uint64_t> out((pages + 63) / 64);
   const uint64_t factor = page_size / kTrackedPageSize;
-  if (factor == 1) return fine;
-  return FoldDirtyBitmap(fine, size / kTrackedPageSize, factor);
+  for (const SparseMmapArea& mapping : mappings) {
+    UMDEV_ASSIGN_OR_RETURN(std::vector<uint64_t> fine,
+                           container->DirtyBitmap(mapping.offset, mapping.size, kTrackedPageSize));
+    MarkDirtyPages(fine, mapping.size / kTrackedPageSize,
+                   (mapping.offset - iova) / kTrackedPageSize, factor, out);
+  }
+  return out;
 }
 
 void ContainerDirtyLog::Forget() {

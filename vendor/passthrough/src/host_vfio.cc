@@ -132,6 +132,25 @@ Result<uint64_t> HostContainer::Unmap(uint64_t iova, uint64_t size) {
   return unmapped;
 }
 
+Result<std::vector<SparseMmapArea>> HostContainer::MappingsWithin(uint64_t iova,
+                                                                  uint64_t size) const {
+  MutexLock lock(mu_);
+  std::vector<SparseMmapArea> within;
+  auto it = mappings_.upper_bound(iova);
+  if (it != mappings_.begin()) --it;  // The one that may hold |iova|.
+  for (; it != mappings_.end() && (it->first < iova || it->first - iova < size); ++it) {
+    const uint64_t start = it->first;
+    const uint64_t length = it->second.size();
+    if (start + length <= iova) continue;
+    if (start < iova || start - iova > size - length || length > size) {
+      return Fail(EINVAL, fmt::format("[{:#x}, +{:#x}) cuts the mapping at {:#x} of {:#x} bytes",
+                                      iova, size, start, length));
+    }
+    within.push_back(SparseMmapArea{start, length});
+  }
+  return within;
+}
+
 std::map<uint64_t, Mapping>::iterator HostContainer::EraseLocked(
     std::map<uint64_t, Mapping>::iterator it) {
   if (account_ != nullptr) account_->Uncharge(it->second.size());

@@ -21,10 +21,11 @@ namespace umdev::passthrough {
 // The page type1 tracks: the smallest the host IOMMU maps.
 inline constexpr uint64_t kTrackedPageSize = 4096;
 
-// Folds a bitmap of |pages| small pages into one whose bit covers |factor|
-// of them (a page |factor| times larger): set when any of them is.
-std::vector<uint64_t> FoldDirtyBitmap(std::span<const uint64_t> bitmap, uint64_t pages,
-                                      uint64_t factor);
+// Marks in |out| the pages of a report whose bit covers |factor| tracked
+// pages: for each of the |pages| bits set in |fine| (tracked pages from
+// tracked page |first| of the report on), the page that holds it.
+void MarkDirtyPages(std::span<const uint64_t> fine, uint64_t pages, uint64_t first,
+                    uint64_t factor, std::span<uint64_t> out);
 
 // One function's log, over whatever container its group is in now.
 // Thread-safe: the session serving the function, and its close.
@@ -39,8 +40,9 @@ class ContainerDirtyLog final : public DirtyLogOps {
       UMDEV_EXCLUDES(mu_);
   // Errors: EINVAL not logging; the kernel's.
   Result<void> Stop() override UMDEV_EXCLUDES(mu_);
-  // Errors: EINVAL not logging, or a range off 4 KiB pages; the kernel's
-  // (EINVAL a range that cuts a mapping).
+  // Read one mapping at a time, so the kernel's bitmaps follow what is
+  // mapped, never the size a client asks for. Errors: EINVAL not logging,
+  // a range off 4 KiB pages, or one that cuts a mapping; the kernel's.
   Result<std::vector<uint64_t>> ReadAndClear(uint64_t iova, uint64_t size,
                                              uint64_t page_size) override UMDEV_EXCLUDES(mu_);
   // The client is leaving: tracking off, and the next client starts clean.

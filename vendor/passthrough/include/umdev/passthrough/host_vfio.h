@@ -70,6 +70,12 @@ class HostContainer {
   size_t mapping_count() const UMDEV_EXCLUDES(mu_);
   uint64_t mapped_bytes() const UMDEV_EXCLUDES(mu_);
 
+  // The mappings inside [iova, iova + size) as (iova, size) areas, for a
+  // dirty bitmap read one mapping at a time (so its size follows what is
+  // really mapped, not what a client asks for). Errors: EINVAL the range
+  // cuts a mapping (the kernel's rule for a bitmap).
+  Result<std::vector<SparseMmapArea>> MappingsWithin(uint64_t iova, uint64_t size) const
+      UMDEV_EXCLUDES(mu_);
   Result<void> StartDirtyTracking() { return kernel_.DirtyTracking(container_.get(), true); }
   Result<void> StopDirtyTracking() { return kernel_.DirtyTracking(container_.get(), false); }
   Result<std::vector<uint64_t>> DirtyBitmap(uint64_t iova, uint64_t size, uint64_t page_size) {
