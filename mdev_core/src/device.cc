@@ -33,6 +33,16 @@ bool Device::is_broken() const {
   return broken_;
 }
 
+void Device::SetNeedsReset(std::string why) {
+  MutexLock lock(mu_);
+  needs_reset_ = std::move(why);
+}
+
+std::string Device::needs_reset() const {
+  MutexLock lock(mu_);
+  return needs_reset_;
+}
+
 bool Device::is_removing() const {
   MutexLock lock(mu_);
   return removing_;

@@ -384,7 +384,8 @@ BusDeviceStatus Registry::StatusLocked(const BusDevice& device) const {
                          .driver = device.driver,
                          .iommu_group = device.group_id,
                          .open = device.device->is_open(),
-                         .vm = std::move(vm)};
+                         .vm = std::move(vm),
+                         .needs_reset = device.device->needs_reset()};
 }
 
 Result<void> Registry::RegisterDevice(BusDeviceSpec spec) {

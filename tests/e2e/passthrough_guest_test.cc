@@ -271,6 +271,16 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   EXPECT_NE(ProbeLog(shell).find("memory-backend-memfd,share=on"), std::string::npos)
       << "the reason is in the daemon's log" << ProbeLog(shell);
   EXPECT_NE(third.output.find("EEXIST"), std::string::npos) << third.output;
+  // edu could not be reset between those clients: list says so, and the
+  // daemon warned as each next client got it.
+  listed = run("umdevctl --state-dir /tmp/umdev passthrough list");
+  EXPECT_NE(listed.output.find(fmt::format("{} group 1 vfio-pci idle, not reset since its last "
+                                           "client",
+                                           kEdu)),
+            std::string::npos)
+      << listed.output;
+  EXPECT_NE(ProbeLog(shell).find("a new client gets it without a reset"), std::string::npos)
+      << ProbeLog(shell);
 
   // MSI-X on the e1000e: the BAR with the table is relayed as mappable (the
   // kernel's MSIX_MAPPABLE capability), and an "other" cause routed to

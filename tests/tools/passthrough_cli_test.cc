@@ -110,7 +110,12 @@ TEST_F(PassthroughCliTest, ListShowsTheServedFunctions) {
         {"driver", "passthrough"},
         {"iommu_group", 5},
         {"open", true},
-        {"vm", {{"name", "vm7"}, {"pid", 4242}, {"accel", "kvm"}, {"uuid", ""}}}}});
+        {"vm", {{"name", "vm7"}, {"pid", 4242}, {"accel", "kvm"}, {"uuid", ""}}}},
+       {{"name", "0000:02:00.0"},
+        {"driver", "passthrough"},
+        {"iommu_group", 6},
+        {"open", false},
+        {"needs_reset", "no reset of the function alone (FLR, PM) and no bus reset"}}});
   const Outcome table = PassthroughList(daemon, sysfs(), false);
   EXPECT_EQ(table.status, 0);
   EXPECT_NE(table.out.find("0000:01:00.1 group 5 e1000e open by pid 99\n"), std::string::npos)
@@ -118,9 +123,17 @@ TEST_F(PassthroughCliTest, ListShowsTheServedFunctions) {
   EXPECT_NE(table.out.find("0000:01:00.0 group 5 (no driver) open by vm7 (pid 4242"),
             std::string::npos)
       << table.out;
+  // A function umdevd could not reset since its last client says so.
+  EXPECT_NE(table.out.find("0000:02:00.0 group 6 (no driver) idle, not reset since its last "
+                           "client\n"),
+            std::string::npos)
+      << table.out;
+  EXPECT_EQ(table.out.find("open by pid 99, not reset"), std::string::npos) << table.out;
   const Outcome json = PassthroughList(daemon, sysfs(), true);
   const auto parsed = nlohmann::json::parse(json.out);
-  ASSERT_EQ(parsed.size(), 2u);
+  ASSERT_EQ(parsed.size(), 3u);
+  EXPECT_FALSE(parsed[0].contains("needs_reset"));
+  EXPECT_NE(parsed[2]["needs_reset"].get<std::string>().find("no bus reset"), std::string::npos);
   EXPECT_EQ(parsed[0]["address"], "0000:01:00.1");
   EXPECT_EQ(parsed[0]["iommu_group"], 5);
   EXPECT_EQ(parsed[0]["open"], true);

@@ -211,5 +211,34 @@ TEST_F(PassthroughDriverTest, ABusResetTakesEveryIdleGroupUmdevdHolds) {
   EXPECT_EQ(kernel_.hot_resets, 3) << "the last close resets the bus, both groups idle";
 }
 
+// A function the kernel cannot reset (no FLR, no bus reset) goes to its
+// next client with the last one's state: the core's status says so until
+// a reset works.
+TEST_F(PassthroughDriverTest, AFunctionLeftUnresetIsListedSoUntilAResetWorks) {
+  driver_ = std::make_unique<PassthroughDriver>(registry_, kernel_, pci::Sysfs(root_.string()));
+  ASSERT_TRUE(driver_->Add("0000:01:00.0").has_value());
+  EXPECT_EQ(registry_.BusDevices().at(0).needs_reset, "");
+  Session first = Open("0000:01:00.0");
+  ASSERT_NE(first.device, nullptr);
+  first.device.reset();
+  first.group.reset();
+  const std::string why = registry_.BusDevices().at(0).needs_reset;
+  EXPECT_NE(why.find("no bus reset"), std::string::npos) << why;
+  EXPECT_NE(why.find("ENODEV"), std::string::npos) << why;
+
+  // Still marked while the next client has it; its own reset that works
+  // (the kernel's function reset) clears the mark.
+  Session second = Open("0000:01:00.0");
+  ASSERT_NE(second.device, nullptr);
+  EXPECT_FALSE(registry_.BusDevices().at(0).needs_reset.empty());
+  EXPECT_FALSE(second.device->Reset().has_value());
+  kernel_.hot_reset_error = 0;
+  kernel_.hot_reset_devices = {{7, 0, 1, 0}};
+  ASSERT_TRUE(second.device->Reset().has_value());
+  EXPECT_EQ(registry_.BusDevices().at(0).needs_reset, "");
+  second.device.reset();
+  EXPECT_EQ(registry_.BusDevices().at(0).needs_reset, "") << "reset with its bus at the close";
+}
+
 }  // namespace
 }  // namespace umdev::passthrough

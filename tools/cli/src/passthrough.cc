@@ -149,12 +149,19 @@ Outcome PassthroughList(const Transport& call, const pci::Sysfs& sysfs, bool jso
       client = fmt::format("pid {}", device["vm"].value("pid", 0));
     }
     if (device.contains("vm")) entry["vm"] = device["vm"];
+    // A function umdevd could not reset since its last client.
+    const std::string needs_reset =
+        device.contains("needs_reset") && device["needs_reset"].is_string()
+            ? device["needs_reset"].get<std::string>()
+            : std::string();
+    if (!needs_reset.empty()) entry["needs_reset"] = needs_reset;
     list.push_back(std::move(entry));
-    table += fmt::format("{} group {} {} {}\n", name, device.value("iommu_group", 0u),
+    table += fmt::format("{} group {} {} {}{}\n", name, device.value("iommu_group", 0u),
                          host_driver.empty() ? "(no driver)" : host_driver,
                          !device.value("open", false) ? "idle"
                          : client.empty()             ? "open"
-                                                      : "open by " + client);
+                                                      : "open by " + client,
+                         needs_reset.empty() ? "" : ", not reset since its last client");
   }
   return Outcome{0, json ? list.dump(2) + "\n" : table, ""};
 }

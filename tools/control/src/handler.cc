@@ -178,6 +178,7 @@ Json Devices(Registry& registry) {
                   {"driver", device.driver},
                   {"iommu_group", device.iommu_group},
                   {"open", device.open}};
+    if (!device.needs_reset.empty()) entry["needs_reset"] = device.needs_reset;
     if (device.vm.has_value()) {
       entry["vm"] = {{"uuid", device.vm->uuid},   {"name", device.vm->name},
                      {"pid", device.vm->pid},     {"accel", device.vm->accel},

@@ -61,11 +61,13 @@ class HostIommuBackend final : public IommuBackend {
 class PassthroughDevice final : public DeviceOps {
  public:
   // |book| counts the open functions of the driver's groups; |iommu| is
-  // the group's, whose current container logs DMA.
-  PassthroughDevice(VfioKernel& kernel, std::shared_ptr<HostGroup> group,
+  // the group's, whose current container logs DMA; |core| is the core's
+  // device, which owns this object and is told when a reset fails.
+  PassthroughDevice(VfioKernel& kernel, Device& core, std::shared_ptr<HostGroup> group,
                     std::shared_ptr<HostIommuDriver> iommu, std::string address,
                     std::shared_ptr<GroupBook> book)
       : kernel_(kernel),
+        core_(core),
         group_(std::move(group)),
         address_(std::move(address)),
         book_(std::move(book)),
@@ -75,6 +77,11 @@ class PassthroughDevice final : public DeviceOps {
     return book_->Open(group_->number(), [&]() -> Result<void> {
       UMDEV_ASSIGN_OR_RETURN(std::shared_ptr<HostDevice> device,
                              HostDevice::Open(kernel_, *group_, address_));
+      if (const std::string why = core_.needs_reset(); !why.empty()) {
+        spdlog::warn("passthrough: {}: a new client gets it without a reset since the last one "
+                     "({})",
+                     address_, why);
+      }
       MutexLock lock(mu_);
       info_ = device->info();
       device_ = std::move(device);
@@ -103,6 +110,9 @@ class PassthroughDevice final : public DeviceOps {
       if (auto reset = device->Reset(scope.held, last, scope.in_use); !reset.has_value()) {
         spdlog::warn("passthrough: {}: not reset between clients: {}", address_,
                      reset.error().Describe());
+        core_.SetNeedsReset(reset.error().Describe());
+      } else {
+        core_.SetNeedsReset("");
       }
     });
   }
@@ -134,8 +144,10 @@ class PassthroughDevice final : public DeviceOps {
   }
   Result<void> Reset() override {
     UMDEV_ASSIGN_OR_RETURN(auto device, Current());
-    return book_->Reset(group_->number(), [&](const GroupBook::ResetScope& scope) {
-      return device->Reset(scope.held, true, scope.in_use);
+    return book_->Reset(group_->number(), [&](const GroupBook::ResetScope& scope) -> Result<void> {
+      UMDEV_TRY(device->Reset(scope.held, true, scope.in_use));
+      core_.SetNeedsReset("");
+      return {};
     });
   }
   DirtyLogOps* dirty_log() override { return &dirty_log_; }
@@ -148,6 +160,7 @@ class PassthroughDevice final : public DeviceOps {
   }
 
   VfioKernel& kernel_;
+  Device& core_;
   const std::shared_ptr<HostGroup> group_;
   const std::string address_;
   const std::shared_ptr<GroupBook> book_;
@@ -223,8 +236,8 @@ Result<void> PassthroughDriver::Add(const std::string& text) {
   spec.iommu_group = *number;
   spec.iommu_driver = entry->second.iommu;
   spec.probe = [this, group = entry->second.group, iommu = entry->second.iommu,
-                address](Device&) -> Result<std::unique_ptr<DeviceOps>> {
-    return std::make_unique<PassthroughDevice>(kernel_, group, iommu, address, book_);
+                address](Device& core) -> Result<std::unique_ptr<DeviceOps>> {
+    return std::make_unique<PassthroughDevice>(kernel_, core, group, iommu, address, book_);
   };
   if (auto registered = registry_.RegisterDevice(std::move(spec)); !registered.has_value()) {
     if (entry->second.devices == 0) {

@@ -87,6 +87,11 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   Result<void> WriteAttribute(std::string_view name, std::string_view value) UMDEV_EXCLUDES(mu_);
   // Set when the backend revoked this device's pins; cleared by a reset.
   bool is_broken() const UMDEV_EXCLUDES(mu_);
+  // A bus driver's word that the device could not be reset between two
+  // users, so it may hold the last one's state (vfio-pci's needs_reset):
+  // why, or empty once a reset worked. Listed with the device's status.
+  void SetNeedsReset(std::string why) UMDEV_EXCLUDES(mu_);
+  std::string needs_reset() const UMDEV_EXCLUDES(mu_);
 
   // The core attribute busy_poll_us (RW, 0 .. kMaxBusyPollUs, default 0): how
   // long the thread serving the device's client keeps polling its
@@ -184,6 +189,7 @@ class Device final : public DmaAccess, private DmaUnmapListener,
   bool transition_ UMDEV_GUARDED_BY(mu_) = false;
   bool removing_ UMDEV_GUARDED_BY(mu_) = false;
   bool broken_ UMDEV_GUARDED_BY(mu_) = false;
+  std::string needs_reset_ UMDEV_GUARDED_BY(mu_);
   bool migration_turn_taken_ UMDEV_GUARDED_BY(mu_) = false;
   uint64_t migration_bytes_saved_ UMDEV_GUARDED_BY(mu_) = 0;
   uint64_t migration_bytes_loaded_ UMDEV_GUARDED_BY(mu_) = 0;

@@ -79,6 +79,9 @@ struct BusDeviceStatus {
   bool open = false;
   // The client's VM (its pid at least) while open, when one was latched.
   std::optional<VmIdentity> vm;
+  // Why the device may still hold its last user's state (Device::
+  // needs_reset); empty when it was reset.
+  std::string needs_reset;
 };
 
 // Told of changes after they happen, with no registry lock held, on the
