@@ -183,10 +183,11 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   // in the guest drives it as QEMU would.
   auto daemon = shell.Run(
       fmt::format("printf '%s' '{{\"parents\":[{{\"driver\":\"passthrough\",\"devices\":"
-                  "[\"{0}\",\"{2}\"]}}]}}' > /tmp/umdevd.json && (umdevd --state-dir "
-                  "/tmp/umdev --config /tmp/umdevd.json > /tmp/umdevd.log 2>&1 &) && i=0; while "
-                  "[ ! -S {1} ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done; ls -l {1}",
-                  kEdu, kSocket, kNic),
+                  "[\"{0}\",\"{2}\",\"{3}\",\"{4}\"]}}]}}' > /tmp/umdevd.json && (umdevd "
+                  "--state-dir /tmp/umdev --config /tmp/umdevd.json > /tmp/umdevd.log 2>&1 &) && "
+                  "i=0; while [ ! -S {1} ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done; "
+                  "ls -l {1}",
+                  kEdu, kSocket, kNic, kPeerA, kPeerB),
       kCommandTimeout);
   ASSERT_TRUE(daemon.has_value()) << daemon.error().Describe();
   ASSERT_EQ(daemon->status, 0) << daemon->output << ProbeLog(shell);
@@ -195,6 +196,27 @@ TEST(PassthroughGuestTest, EduIsServedThroughRealKernelVfio) {
   EXPECT_NE(listed.output.find(fmt::format("{} group 1 vfio-pci idle", kEdu)), std::string::npos)
       << listed.output;
   EXPECT_NE(listed.output.find(fmt::format("{} group ", kNic)), std::string::npos) << listed.output;
+
+  // Both functions of the bridge's group are served from one group the
+  // daemon holds: while one client has one of them, a client of another
+  // process is refused the other (the kernel lets a group be in one
+  // container), and gets it once the first has left.
+  auto shared = shell.Run(
+      fmt::format("printf '%s\\n' 'read 0 0x0 4' 'wait-irq 4 0 --timeout 2000' > /tmp/a.probe; "
+                  "(umdev-probe --socket /tmp/umdev/vfio-user/{0}.sock - < /tmp/a.probe > "
+                  "/tmp/a.out 2>&1 &); sleep 1; umdev-probe --socket "
+                  "/tmp/umdev/vfio-user/{1}.sock read 0 0x0 4; echo refused=$?; sleep 2; "
+                  "cat /tmp/a.out; umdev-probe --socket /tmp/umdev/vfio-user/{1}.sock read 0 0x0 4",
+                  kPeerA, kPeerB),
+      kCommandTimeout);
+  ASSERT_TRUE(shared.has_value()) << shared.error().Describe();
+  std::cout << "one group, two clients:\n" << shared->output;
+  EXPECT_NE(shared->output.find("EBUSY"), std::string::npos) << shared->output << ProbeLog(shell);
+  EXPECT_NE(shared->output.find("refused=1"), std::string::npos) << shared->output;
+  const size_t first_id = shared->output.find("0x010000ed");
+  ASSERT_NE(first_id, std::string::npos) << "the first client read its function";
+  EXPECT_NE(shared->output.find("0x010000ed", first_id + 1), std::string::npos)
+      << "the second client got the other function after the first left: " << shared->output;
   refused = run(fmt::format("umdevctl --state-dir /tmp/umdev passthrough unbind {}", kEdu));
   EXPECT_EQ(refused.status, 1);
   EXPECT_NE(refused.output.find("umdevd serves"), std::string::npos) << refused.output;
