@@ -79,7 +79,8 @@ TEST(RegionInfoTest, MsixMappableIsABareHeaderAfterTheOthers) {
   EXPECT_EQ(bytes.size(), type.next + sizeof(vfio_info_cap_header)) << "no data after the header";
   EXPECT_EQ(head.argsz, bytes.size());
 
-  RegionInfo alone{.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP, .size = 0x4000};
+  RegionInfo alone{.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP,
+                   .size = 0x4000};
   alone.msix_mappable = true;
   const auto only = EncodeRegionInfo(3, alone, 0, 4096);
   const auto only_head = At<vfio_region_info>(only, 0);

@@ -169,32 +169,23 @@ TEST_F(ServerFeatureTest, MigDataMessagesAreValidated) {
 
 TEST_F(ServerFeatureTest, DmaLoggingStartReportStop) {
   RawPeer peer = Attach(CreateMigratable());
-  struct Control {
-    uint64_t page_size;
-    uint32_t num_ranges;
-    uint32_t reserved;
-  };
-  struct Range {
-    uint64_t iova, length;
-  };
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kProbe | kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_START)), 0);
   ASSERT_EQ(RawPeer::ErrorOf(Feature(peer, kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
-                                     Payload(Control{4096, 1, 0}, Range{0, 0x10000}))),
+                                     Payload(DmaLoggingControl{4096, 1, 0},
+                                             DmaLoggingRange{0, 0x10000}))),
             0);
   // Range count disagreeing with the data.
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
-                                     Payload(Control{4096, 2, 0}, Range{0, 0x10000}))),
+                                     Payload(DmaLoggingControl{4096, 2, 0},
+                                             DmaLoggingRange{0, 0x10000}))),
             EINVAL);
-  struct Report {
-    uint64_t iova, length, page_size;
-  };
   Message report = Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-                           Payload(Report{0, 0x10000, 4096}));
+                           Payload(DmaLoggingReport{0, 0x10000, 4096}));
   ASSERT_EQ(RawPeer::ErrorOf(report), 0);
   // Header, the echoed request, one u64 word for 16 pages.
   EXPECT_EQ(report.payload.size(), 8u + 24u + 8u);
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-                                     Payload(Report{0, 0x10000, 1000}))),
+                                     Payload(DmaLoggingReport{0, 0x10000, 1000}))),
             EINVAL);
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP)), 0);
 }
@@ -206,32 +197,22 @@ TEST_F(ServerFeatureTest, DmaLoggingStartReportStop) {
 TEST_F(ServerFeatureTest, AnOversizedReportIsRefusedBeforeTheDeviceIsAsked) {
   const Uuid uuid = CreateMigratable();
   RawPeer peer = Attach(uuid);
-  struct Control {
-    uint64_t page_size;
-    uint32_t num_ranges;
-    uint32_t reserved;
-  };
-  struct Range {
-    uint64_t iova, length;
-  };
-  struct Report {
-    uint64_t iova, length, page_size;
-  };
   ASSERT_EQ(RawPeer::ErrorOf(Feature(peer, kSet | VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
-                                     Payload(Control{4096, 1, 0}, Range{0, 0x10000}))),
+                                     Payload(DmaLoggingControl{4096, 1, 0},
+                                             DmaLoggingRange{0, 0x10000}))),
             0);
   mig_parent_->device(uuid)->fake_migration().MarkDirty(0x3000);
   // 2^40 bytes of 4 KiB pages: a 32 MiB bitmap.
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-                                     Payload(Report{0, uint64_t{1} << 40, 4096}),
+                                     Payload(DmaLoggingReport{0, uint64_t{1} << 40, 4096}),
                                      0xffffffff)),
             E2BIG);
   // argsz without room for the bitmap: EINVAL, also before the device.
   EXPECT_EQ(RawPeer::ErrorOf(Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-                                     Payload(Report{0, 0x10000, 4096}), 8 + 24)),
+                                     Payload(DmaLoggingReport{0, 0x10000, 4096}), 8 + 24)),
             EINVAL);
   Message report = Feature(peer, kGet | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-                           Payload(Report{0, 0x10000, 4096}));
+                           Payload(DmaLoggingReport{0, 0x10000, 4096}));
   ASSERT_EQ(RawPeer::ErrorOf(report), 0);
   auto bitmap = LoadPayload<uint64_t>(report.payload, 8 + 24);
   ASSERT_TRUE(bitmap.has_value());

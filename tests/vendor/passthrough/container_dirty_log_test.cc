@@ -32,7 +32,8 @@ TEST(MarkDirtyPagesTest, ABigPageIsDirtyWhenAnyOfItsSmallPagesIs) {
   // From small page 62 of the report on: 0 -> 62, 5 -> 67, 64 -> 126.
   std::vector<uint64_t> shifted(3);
   MarkDirtyPages(fine, 128, 62, 1, shifted);
-  EXPECT_EQ(shifted, (std::vector<uint64_t>{uint64_t{1} << 62, (uint64_t{1} << 3) | (uint64_t{1} << 62), 0}));
+  EXPECT_EQ(shifted, (std::vector<uint64_t>{uint64_t{1} << 62,
+                                            (uint64_t{1} << 3) | (uint64_t{1} << 62), 0}));
   // Bits past |pages| are not the mapping's, and nothing lands past |out|.
   std::vector<uint64_t> small(1);
   MarkDirtyPages(std::vector<uint64_t>{~uint64_t{0}}, 2, 0, 2, small);
