@@ -1,4 +1,5 @@
 // The vfio-user wire format: capability JSON and message framing over a real socketpair.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -232,6 +233,37 @@ TEST_F(FramingTest, NothingArrivingTimesOut) {
   auto message = ReceiveMessage(b_.get(), reader, std::chrono::milliseconds(20));
   ASSERT_FALSE(message.has_value());
   EXPECT_EQ(message.error().code, ETIMEDOUT);
+}
+
+// ReceiveMessage waits in its read on a blocking socket and in poll on a
+// non-blocking one: either way a message that comes in pieces, later, is
+// put together, and nothing within the time is ETIMEDOUT.
+TEST_F(FramingTest, AMessageArrivingLaterInPiecesIsWaitedForOnEitherKindOfSocket) {
+  for (const bool nonblocking : {false, true}) {
+    SCOPED_TRACE(nonblocking ? "non-blocking" : "blocking");
+    if (nonblocking) {
+      ASSERT_EQ(::fcntl(b_.get(), F_SETFL, ::fcntl(b_.get(), F_GETFL) | O_NONBLOCK), 0);
+    }
+    MessageReader reader(4096, 1);
+    Header header = Hdr(9, Command::kDeviceGetInfo, 32);
+    std::thread sender([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      Raw(&header, 10);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      Raw(reinterpret_cast<char*>(&header) + 10, 6);
+      const std::byte payload[16] = {std::byte{7}};
+      Raw(payload, sizeof(payload));
+    });
+    auto message = ReceiveMessage(b_.get(), reader, std::chrono::seconds(10));
+    sender.join();
+    ASSERT_TRUE(message.has_value()) << message.error().Describe();
+    EXPECT_EQ(message->header.msg_id, 9);
+    EXPECT_EQ(message->payload.size(), 16u);
+    EXPECT_EQ(message->payload[0], std::byte{7});
+    auto none = ReceiveMessage(b_.get(), reader, std::chrono::milliseconds(20));
+    ASSERT_FALSE(none.has_value());
+    EXPECT_EQ(none.error().code, ETIMEDOUT);
+  }
 }
 
 TEST_F(FramingTest, LargeMessageLargerThanTheSocketBufferIsSentWhole) {

@@ -1,6 +1,7 @@
 // MessageReader and SendMessage: vfio-user framing over SOCK_STREAM + SCM_RIGHTS.
 #include "umdev/vfio_user/message.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -17,7 +18,7 @@ constexpr size_t kScmMaxFd = 253;
 
 }  // namespace
 
-Result<void> MessageReader::Receive(int fd) {
+Result<void> MessageReader::Receive(int fd, bool wait) {
   // A large message reads the rest of its payload in place; otherwise up
   // to kLookahead bytes go to in_, after what is left there (at most one
   // message's start, moved to the front).
@@ -46,7 +47,7 @@ Result<void> MessageReader::Receive(int fd) {
   msg.msg_controllen = sizeof(control);
   ssize_t n;
   do {
-    n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    n = ::recvmsg(fd, &msg, (wait ? 0 : MSG_DONTWAIT) | MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return FailErrno("recvmsg");
   if (large_) {
@@ -194,6 +195,43 @@ Result<std::optional<Message>> MessageReader::ReadSome(int fd) {
   }
 }
 
+Result<std::optional<Message>> MessageReader::ReadWaiting(int fd, std::chrono::milliseconds wait) {
+  UMDEV_ASSIGN_OR_RETURN(std::optional<Message> buffered, TakeBuffered());
+  if (buffered) return buffered;
+  if (wait.count() <= 0) return Fail(ETIMEDOUT, "no message in time");
+  if (fd != waiting_fd_) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0) return FailErrno("fcntl F_GETFL");
+    waiting_fd_ = fd;
+    waiting_fd_blocks_ = (flags & O_NONBLOCK) == 0;
+    receive_timeout_ = std::chrono::milliseconds(-1);
+  }
+  if (!waiting_fd_blocks_) {
+    pollfd p{fd, POLLIN, 0};
+    int ready;
+    do {
+      ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(wait.count(), INT32_MAX)));
+    } while (ready < 0 && errno == EINTR);
+    if (ready < 0) return FailErrno("poll");
+    if (ready == 0) return Fail(ETIMEDOUT, "no message in time");
+    return ReadSome(fd);
+  }
+  if (wait != receive_timeout_) {
+    const timeval limit{.tv_sec = static_cast<time_t>(wait.count() / 1000),
+                        .tv_usec = static_cast<suseconds_t>(wait.count() % 1000 * 1000)};
+    if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit)) != 0) {
+      return FailErrno("setsockopt SO_RCVTIMEO");
+    }
+    receive_timeout_ = wait;
+  }
+  auto got = Receive(fd, true);
+  if (!got) {
+    if (got.error().code == EAGAIN) return Fail(ETIMEDOUT, "no message in time");
+    return std::unexpected(got.error());
+  }
+  return TakeBuffered();
+}
+
 Result<void> SendWithFds(int fd, std::span<iovec> iov, std::span<const int> fds, int flags) {
   if (fds.size() > kScmMaxFd) return Fail(EINVAL, "send: too many fds for one message");
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kScmMaxFd)];
@@ -245,23 +283,16 @@ Result<void> SendMessage(int fd, Header header, std::span<const std::byte> paylo
 }
 
 Result<Message> ReceiveMessage(int fd, MessageReader& reader, std::chrono::milliseconds timeout) {
+  // A message already buffered first; then a read that waits (a reply is
+  // rarely there the moment its request has gone): on a blocking socket,
+  // one system call per message, as a plain blocking read.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  // A message already buffered first; then wait, then read: a reply is
-  // rarely there the moment its request has gone, and a read that finds
-  // nothing is a system call for nothing.
-  for (bool buffered = true;; buffered = false) {
-    if (!buffered) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return Fail(ETIMEDOUT, "no message in time");
-      pollfd p{fd, POLLIN, 0};
-      const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
-      if (ready < 0 && errno != EINTR) return FailErrno("poll");
-      if (ready <= 0) continue;
-    }
-    auto message = buffered ? reader.TakeBuffered() : reader.ReadSome(fd);
-    if (!message.has_value()) return std::unexpected(message.error());
-    if (message->has_value()) return std::move(**message);
+  for (std::chrono::milliseconds left = timeout;;) {
+    UMDEV_ASSIGN_OR_RETURN(std::optional<Message> message, reader.ReadWaiting(fd, left));
+    if (message) return std::move(*message);
+    // Part of a message came: wait for the rest within what is left.
+    left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
   }
 }
 

@@ -54,6 +54,12 @@ class MessageReader {
   // EPROTO a header whose msg_size is under 16 (the stream cannot be framed
   // any more); recvmsg's errno.
   Result<std::optional<Message>> ReadSome(int fd);
+  // As ReadSome, but one recvmsg that waits up to |wait| for data when |fd|
+  // is a blocking socket (a client's), so that waiting and reading are one
+  // system call. Sets |fd|'s SO_RCVTIMEO (only when |wait| changes). On a
+  // non-blocking fd it polls first. Errors: ETIMEDOUT nothing within
+  // |wait|; as ReadSome.
+  Result<std::optional<Message>> ReadWaiting(int fd, std::chrono::milliseconds wait);
   // A whole message already received, without reading. Errors: EPROTO.
   Result<std::optional<Message>> TakeBuffered();
 
@@ -71,8 +77,9 @@ class MessageReader {
   size_t buffered_bytes() const { return end_ - begin_; }
 
  private:
-  // One recvmsg appended to in_. Errors: EAGAIN nothing to read; as ReadSome.
-  Result<void> Receive(int fd);
+  // One recvmsg appended to in_; |wait| lets it block (a blocking fd).
+  // Errors: EAGAIN nothing to read (or SO_RCVTIMEO ran out); as ReadSome.
+  Result<void> Receive(int fd, bool wait = false);
   // Gives |fds| to the last message starting in [chunk_begin, chunk_end)
   // (stream offsets), else to the message in progress.
   void AttachFds(uint64_t chunk_begin, uint64_t chunk_end, std::vector<UniqueFd> fds,
@@ -99,6 +106,11 @@ class MessageReader {
   std::optional<Message> large_;
   uint64_t large_start_ = 0;
   size_t large_have_ = 0;
+  // ReadWaiting's knowledge of its fd: whether it blocks, and the receive
+  // timeout last set on it.
+  int waiting_fd_ = -1;
+  bool waiting_fd_blocks_ = false;
+  std::chrono::milliseconds receive_timeout_{-1};
   // Fds received, by the stream offset of the message they came with.
   std::map<uint64_t, PendingFds> fds_;
 };
