@@ -217,6 +217,11 @@ TEST_F(ServerFeatureTest, AnOversizedReportIsRefusedBeforeTheDeviceIsAsked) {
   auto bitmap = LoadPayload<uint64_t>(report.payload, 8 + 24);
   ASSERT_TRUE(bitmap.has_value());
   EXPECT_EQ(*bitmap, uint64_t{1} << 3) << "page 3 still dirty: the refused reports read nothing";
+  // Another device of the daemon never noticed.
+  RawPeer other = Attach(CreateMigratable());
+  EXPECT_EQ(RawPeer::ErrorOf(Feature(other, kGet | VFIO_DEVICE_FEATURE_MIGRATION, {},
+                                     sizeof(DeviceFeaturePayload) + sizeof(uint64_t))),
+            0);
 }
 
 }  // namespace
